@@ -1,0 +1,22 @@
+"""PPO on ManiSkill PickCube-v1 from state; optionally records episodes or uses a learned reward.
+
+    python scripts/ppo.py                                   # dense reward, CPU preset
+    python scripts/ppo.py env=gpu                           # 1024 envs on one GPU
+    python scripts/ppo.py collect.enabled=true collect.save_dir=data/pickcube
+    python scripts/ppo.py reward=resnet reward.resnet.checkpoint_path=... runner.resume_dir=...
+"""
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from torchrl_reward.ppo import train_ppo
+
+
+@hydra.main(config_path="../configs", config_name="ppo", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    train_ppo(cfg, HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""PPO smoke runs on the real env: logs, checkpoints, resume, bad checkpoints."""
+
+import pytest
+import torch
+
+from torchrl_reward.config import load_config
+from torchrl_reward.ppo import train_ppo
+from torchrl_reward.ppo.checkpoint import checkpoint_path
+
+pytestmark = pytest.mark.slow
+
+SMALL = [
+    "env.num_envs=2",
+    "env.max_episode_steps=10",
+    "ppo.num_steps=10",
+    "ppo.num_epochs=2",
+    "ppo.num_minibatches=2",
+    "ppo.hidden_sizes=[32,32]",
+    "eval.interval=2",
+    "eval.num_episodes=1",
+    "runner.save_interval=1",
+    "runner.progress=false",
+]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ppo")
+    cfg = load_config("ppo", [*SMALL, "ppo.total_frames=40"])
+    metrics = train_ppo(cfg, run_dir)
+    return run_dir, metrics
+
+
+def test_two_iterations_write_logs_and_checkpoint(first_run):
+    run_dir, metrics = first_run
+    scalars = run_dir / "logs" / "scalars"
+    for name in ("rollout/rewards", "train/loss_objective", "time/collecting", "eval/success_once"):
+        rows = (scalars / f"{name}.csv").read_text().strip().splitlines()
+        assert len(rows) >= 1, name
+    assert (scalars / "env/success_once.csv").exists()
+    state = torch.load(checkpoint_path(run_dir), weights_only=False)
+    assert state["collected_frames"] == 40 and state["iteration"] == 2
+    assert "eval/success_once" in metrics
+
+
+def test_resume_continues_from_checkpoint(first_run, tmp_path):
+    run_dir, _ = first_run
+    before = torch.load(checkpoint_path(run_dir), weights_only=False)
+    cfg = load_config(
+        "ppo", [*SMALL, "ppo.total_frames=40", f"runner.resume_dir={run_dir}"]
+    )
+    # Same reward as the checkpoint: the interrupted run is finished, not restarted.
+    train_ppo(cfg, tmp_path)
+    assert not checkpoint_path(tmp_path).exists()
+    cfg = load_config(
+        "ppo",
+        [*SMALL, "ppo.total_frames=20", f"runner.resume_dir={run_dir}", "env.reward_mode=sparse"],
+    )
+    train_ppo(cfg, tmp_path)  # another reward: warm start for ppo.total_frames more
+    after = torch.load(checkpoint_path(tmp_path), weights_only=False)
+    assert after["collected_frames"] == before["collected_frames"] + 20
+    assert after["iteration"] == before["iteration"] + 1
+
+
+def test_resume_rejects_incompatible_checkpoint(first_run, tmp_path):
+    run_dir, _ = first_run
+    cfg = load_config("ppo", [*SMALL, "ppo.hidden_sizes=[16]", f"runner.resume_dir={run_dir}"])
+    with pytest.raises(ValueError, match="hidden_sizes"):
+        train_ppo(cfg, tmp_path)
+
+
+def test_resume_from_missing_checkpoint_says_where(tmp_path):
+    cfg = load_config("ppo", [*SMALL, f"runner.resume_dir={tmp_path / 'nope'}"])
+    with pytest.raises(FileNotFoundError, match="No PPO checkpoint"):
+        train_ppo(cfg, tmp_path)

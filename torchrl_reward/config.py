@@ -1,0 +1,19 @@
+"""Compose the Hydra configs in ``configs/`` from Python (tests, the pipeline, notebooks)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def load_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """Return config ``name`` (e.g. ``"ppo"``) with Hydra command-line style ``overrides``."""
+    if not (CONFIG_DIR / f"{name}.yaml").is_file():
+        raise FileNotFoundError(f"No config {name!r} in {CONFIG_DIR}.")
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides))

@@ -1,0 +1,28 @@
+"""Pick a Vulkan driver SAPIEN can render with, before SAPIEN is imported.
+
+Without an NVIDIA driver, ManiSkill renders through Mesa's lavapipe (CPU). It must be Mesa >= 24.3
+(``scripts/setup_system.sh`` installs it); selecting its ICD here means users never set
+``VK_ICD_FILENAMES`` themselves. A user's own setting always wins.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_ICD_DIRS = ("/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d")
+LAVAPIPE_ICD = "/usr/share/vulkan/icd.d/lvp_icd.json"
+
+
+def _has_nvidia_icd() -> bool:
+    return any(Path(d, "nvidia_icd.json").exists() for d in _ICD_DIRS)
+
+
+def select_vulkan_driver() -> str | None:
+    """Set ``VK_ICD_FILENAMES`` to lavapipe when no NVIDIA ICD is present; return the choice."""
+    if "VK_ICD_FILENAMES" in os.environ:
+        return os.environ["VK_ICD_FILENAMES"]
+    if not _has_nvidia_icd() and Path(LAVAPIPE_ICD).exists():
+        os.environ["VK_ICD_FILENAMES"] = LAVAPIPE_ICD
+        return LAVAPIPE_ICD
+    return None

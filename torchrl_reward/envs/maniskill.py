@@ -1,0 +1,321 @@
+"""ManiSkill tasks as batched TorchRL environments.
+
+TorchRL's ``GymEnv`` misreads ManiSkill's batched ``num_envs`` (every ManiSkill env is already a
+batch), so this wrapper maps it directly: batch size ``[num_envs]``, partial resets from TorchRL's
+``"_reset"`` mask, and RGB frames from a camera framed on the workspace that shows the goal marker
+(ManiSkill hides ``goal_site`` from sensor cameras; only the human render camera sees it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, Categorical, Composite, Unbounded
+from torchrl.envs import EnvBase
+
+# A side view of PickCube's workspace: cube and goal span ~6-10 px at 128 px and the arm, which
+# comes from -x, rarely hides the goal. ``look_at`` eye / target in metres, field of view in rad.
+GOAL_CAMERA_EYE = (0.15, 0.55, 0.38)
+GOAL_CAMERA_TARGET = (-0.02, 0.0, 0.12)
+GOAL_CAMERA_FOV = 1.0
+MAX_IMAGE_SIZE = 1024
+
+_INFO_KEYS = ("success", "is_grasped")
+
+
+def _resolve_backends(
+    sim_backend: str, render_backend: str, num_envs: int
+) -> tuple[str, str]:
+    """Choose GPU physx when CUDA is there (or asked for), CPU physx otherwise."""
+    has_cuda = torch.cuda.is_available()
+    if sim_backend == "auto":
+        sim_backend = "gpu" if has_cuda else "cpu"
+    if sim_backend not in ("cpu", "gpu"):
+        raise ValueError(f"sim_backend must be 'auto', 'cpu' or 'gpu', got {sim_backend!r}.")
+    if sim_backend == "gpu" and not has_cuda:
+        raise RuntimeError(
+            "sim_backend='gpu' needs a CUDA device and none is visible; use sim_backend='cpu' "
+            "(one env per process, parallelised with torchrl's ParallelEnv)."
+        )
+    if sim_backend == "cpu" and num_envs != 1:
+        raise ValueError(
+            f"The CPU simulator runs one env per process, got num_envs={num_envs}; use "
+            "torchrl.envs.ParallelEnv(n, lambda: ManiSkillEnv(..., num_envs=1)) for more."
+        )
+    if render_backend == "auto":
+        render_backend = "gpu" if sim_backend == "gpu" else "cpu"
+    if render_backend not in ("cpu", "gpu"):
+        raise ValueError(
+            f"render_backend must be 'auto', 'cpu' or 'gpu', got {render_backend!r}."
+        )
+    return sim_backend, render_backend
+
+
+class ManiSkillWrapper(EnvBase):
+    """Wraps a built ManiSkill gym env (batched) as a TorchRL env.
+
+    Args:
+        env: the env returned by ``gymnasium.make`` for a ManiSkill task, with
+            ``obs_mode="state"``; ``render_mode="rgb_array"`` when ``pixels=True``.
+        pixels (bool, optional): write the human render camera's RGB frame under ``"pixels"``
+            (uint8 ``[num_envs, H, W, 3]``), rendered after each step and reset.
+            Defaults to ``False``.
+        ignore_terminations (bool, optional): report ``terminated=False`` so episodes run on
+            past success until truncation (more positive frames per success episode).
+            Defaults to ``False``.
+        device (torch.device, optional): where the tensordicts live. Defaults to the
+            simulator's device.
+
+    Keys: ``observation`` (state vector), ``reward``, ``done``, ``terminated``, ``truncated``,
+    ``success``, ``is_grasped`` (all ``[num_envs, 1]`` but the observation) and ``pixels``.
+    """
+
+    def __init__(
+        self,
+        env: Any,
+        *,
+        pixels: bool = False,
+        ignore_terminations: bool = False,
+        device: Any = None,
+    ) -> None:
+        base = env.unwrapped
+        sim_device = torch.device(str(base.device))
+        super().__init__(
+            device=sim_device if device is None else device,
+            batch_size=torch.Size([base.num_envs]),
+        )
+        self._env = env
+        self.pixels = pixels
+        self.ignore_terminations = ignore_terminations
+        if pixels and env.render_mode != "rgb_array":
+            raise ValueError(
+                "pixels=True needs the ManiSkill env made with render_mode='rgb_array'."
+            )
+        self._seed: int | None = None
+        self._make_specs()
+
+    @property
+    def base_env(self) -> Any:
+        """ManiSkill's own env (``env.unwrapped``): scene, agent, cube, goal."""
+        return self._env.unwrapped
+
+    def _make_specs(self) -> None:
+        n = self.batch_size
+        obs_dim = self._env.unwrapped.single_observation_space.shape
+        act_space = self._env.unwrapped.single_action_space
+        observation = {
+            "observation": Unbounded(shape=(*n, *obs_dim), dtype=torch.float32),
+            **{k: Categorical(2, shape=(*n, 1), dtype=torch.bool) for k in _INFO_KEYS},
+        }
+        if self.pixels:
+            camera = next(iter(self.base_env.scene.human_render_cameras.values())).camera
+            height, width = camera.height, camera.width
+            observation["pixels"] = Bounded(
+                0, 255, shape=(*n, height, width, 3), dtype=torch.uint8
+            )
+        self.observation_spec = Composite(observation, shape=n)
+        self.action_spec = Bounded(
+            torch.as_tensor(act_space.low, dtype=torch.float32).expand(*n, -1),
+            torch.as_tensor(act_space.high, dtype=torch.float32).expand(*n, -1),
+            shape=(*n, *act_space.shape),
+            dtype=torch.float32,
+        )
+        self.reward_spec = Unbounded(shape=(*n, 1), dtype=torch.float32)
+        self.done_spec = Composite(
+            {
+                k: Categorical(2, shape=(*n, 1), dtype=torch.bool)
+                for k in ("done", "terminated", "truncated")
+            },
+            shape=n,
+        )
+
+    def _column(self, value: Any, dtype: torch.dtype) -> torch.Tensor:
+        value = torch.as_tensor(value, device=self.device).to(dtype)
+        return value.expand(self.batch_size.numel()).reshape(*self.batch_size, 1)
+
+    def _observe(self, obs: torch.Tensor, info: dict) -> TensorDict:
+        td = TensorDict(
+            {"observation": obs.to(self.device, torch.float32)},
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+        for key in _INFO_KEYS:
+            td.set(key, self._column(info.get(key, False), torch.bool))
+        if self.pixels:
+            td.set("pixels", self._env.render().to(self.device, torch.uint8))
+        return td
+
+    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        reset = tensordict.get("_reset", None) if tensordict is not None else None
+        options = {}
+        if reset is not None and not reset.all():
+            options["env_idx"] = reset.reshape(-1).nonzero().squeeze(-1).to(self._env.unwrapped.device)
+        seed, self._seed = self._seed, None
+        obs, info = self._env.reset(seed=seed, options=options)
+        td = self._observe(obs, info)
+        if "env_idx" in options:
+            # ManiSkill reports info only for the envs it reset; keep the others' flags clear.
+            for key in _INFO_KEYS:
+                td.set(key, td.get(key) & reset.reshape(*self.batch_size, 1).to(self.device))
+        return td
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        action = tensordict.get("action")
+        obs, reward, terminated, truncated, info = self._env.step(action)
+        td = self._observe(obs, info)
+        terminated = self._column(terminated, torch.bool)
+        if self.ignore_terminations:
+            terminated = torch.zeros_like(terminated)
+        truncated = self._column(truncated, torch.bool)
+        td.set("reward", self._column(reward, torch.float32))
+        td.set("terminated", terminated)
+        td.set("truncated", truncated)
+        td.set("done", terminated | truncated)
+        return td
+
+    def _set_seed(self, seed: int | None) -> None:
+        # ManiSkill seeds its episode RNG on the next reset; later resets continue that stream.
+        self._seed = seed
+
+    def close(self, *, raise_if_closed: bool = True) -> None:
+        self._env.close()
+        super().close(raise_if_closed=raise_if_closed)
+
+
+class ManiSkillEnv(ManiSkillWrapper):
+    """Builds a ManiSkill task and wraps it as a TorchRL env.
+
+    Args:
+        env_id (str): a registered ManiSkill task, e.g. ``"PickCube-v1"``.
+        pixels (bool, optional): render RGB frames under ``"pixels"``. Defaults to ``False``.
+        num_envs (int, optional): parallel envs in one GPU simulation. The CPU simulator runs
+            one env per process: parallelise it with :class:`~torchrl.envs.ParallelEnv`.
+            Defaults to ``1``.
+        max_episode_steps (int, optional): episode length before truncation. Defaults to ``50``.
+        image_size (int, optional): side of the square RGB frame. Defaults to ``128``.
+        control_mode (str, optional): ManiSkill controller. Defaults to ``"pd_joint_delta_pos"``.
+        reward_mode (str, optional): ``"normalized_dense"``, ``"dense"`` or ``"sparse"``.
+            Defaults to ``"normalized_dense"``.
+        sim_backend / render_backend (str, optional): ``"auto"``, ``"cpu"`` or ``"gpu"``;
+            ``"auto"`` picks GPU physx when CUDA is there. Defaults to ``"auto"``.
+        ignore_terminations (bool, optional): keep stepping after success (episodes end only by
+            truncation). Defaults to ``False``.
+        camera_eye / camera_target / camera_fov: the goal camera's placement.
+        device (torch.device, optional): where the tensordicts live. Defaults to the sim's.
+
+    Examples:
+        >>> env = ManiSkillEnv("PickCube-v1", pixels=True)  # doctest: +SKIP
+        >>> env.rollout(3)["next", "pixels"].shape  # doctest: +SKIP
+        torch.Size([1, 3, 128, 128, 3])
+    """
+
+    def __init__(
+        self,
+        env_id: str = "PickCube-v1",
+        *,
+        pixels: bool = False,
+        num_envs: int = 1,
+        max_episode_steps: int = 50,
+        image_size: int = 128,
+        control_mode: str = "pd_joint_delta_pos",
+        reward_mode: str = "normalized_dense",
+        sim_backend: str = "auto",
+        render_backend: str = "auto",
+        ignore_terminations: bool = False,
+        camera_eye: Sequence[float] = GOAL_CAMERA_EYE,
+        camera_target: Sequence[float] = GOAL_CAMERA_TARGET,
+        camera_fov: float = GOAL_CAMERA_FOV,
+        device: Any = None,
+        **make_kwargs: Any,
+    ) -> None:
+        self._check_kwargs(env_id, num_envs, image_size, max_episode_steps)
+        sim_backend, render_backend = _resolve_backends(sim_backend, render_backend, num_envs)
+        self.env_id = env_id
+        self.sim_backend = sim_backend
+        env = self._build_env(
+            env_id,
+            pixels=pixels,
+            num_envs=num_envs,
+            max_episode_steps=max_episode_steps,
+            image_size=image_size,
+            control_mode=control_mode,
+            reward_mode=reward_mode,
+            sim_backend=sim_backend,
+            render_backend=render_backend,
+            camera=(tuple(camera_eye), tuple(camera_target), camera_fov),
+            **make_kwargs,
+        )
+        super().__init__(
+            env, pixels=pixels, ignore_terminations=ignore_terminations, device=device
+        )
+
+    @staticmethod
+    def _check_kwargs(env_id: str, num_envs: int, image_size: int, max_episode_steps: int) -> None:
+        import gymnasium as gym
+        import mani_skill.envs  # noqa: F401  (registers the tasks)
+
+        if env_id not in gym.registry:
+            close = [k for k in gym.registry if k.split("-")[0].lower() in env_id.lower()]
+            raise ValueError(
+                f"Unknown ManiSkill env id {env_id!r}"
+                + (f"; did you mean {close[0]!r}?" if close else "; e.g. 'PickCube-v1'.")
+            )
+        if not 16 <= image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(
+                f"image_size must be in [16, {MAX_IMAGE_SIZE}] pixels, got {image_size}."
+            )
+        if num_envs < 1 or max_episode_steps < 1:
+            raise ValueError(
+                f"num_envs and max_episode_steps must be >= 1, got {num_envs} and "
+                f"{max_episode_steps}."
+            )
+
+    @staticmethod
+    def _build_env(
+        env_id: str,
+        *,
+        pixels: bool,
+        num_envs: int,
+        max_episode_steps: int,
+        image_size: int,
+        control_mode: str,
+        reward_mode: str,
+        sim_backend: str,
+        render_backend: str,
+        camera: tuple,
+        **make_kwargs: Any,
+    ) -> Any:
+        import gymnasium as gym
+        from mani_skill.utils import sapien_utils
+
+        eye, target, fov = camera
+        kwargs: dict[str, Any] = dict(
+            obs_mode="state",
+            control_mode=control_mode,
+            reward_mode=reward_mode,
+            num_envs=num_envs,
+            max_episode_steps=max_episode_steps,
+            sim_backend="physx_cuda" if sim_backend == "gpu" else "physx_cpu",
+            render_backend="sapien_cuda" if render_backend == "gpu" else "sapien_cpu",
+        )
+        if pixels:
+            kwargs["render_mode"] = "rgb_array"
+            kwargs["human_render_camera_configs"] = dict(
+                width=image_size,
+                height=image_size,
+                pose=sapien_utils.look_at(eye=list(eye), target=list(target)),
+                fov=fov,
+            )
+        kwargs.update(make_kwargs)
+        try:
+            return gym.make(env_id, **kwargs)
+        except RuntimeError as err:
+            if "device" in str(err).lower() or "vulkan" in str(err).lower():
+                raise RuntimeError(
+                    f"ManiSkill could not create a render device ({err}). On a machine without "
+                    "an NVIDIA GPU, install Mesa >= 24.3 (run scripts/setup_system.sh)."
+                ) from None
+            raise

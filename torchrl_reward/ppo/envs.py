@@ -1,0 +1,40 @@
+"""Training and evaluation envs for PPO, from the ``env`` config group."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from torchrl.envs import EnvBase, EnvCreator, ParallelEnv
+
+from torchrl_reward.envs import ManiSkillEnv
+
+
+def env_kwargs(env_cfg: Any, *, pixels: bool) -> dict[str, Any]:
+    """ManiSkillEnv keyword arguments from an ``env`` config node."""
+    return dict(
+        env_id=env_cfg.env_id,
+        pixels=pixels,
+        max_episode_steps=env_cfg.max_episode_steps,
+        image_size=env_cfg.image_size,
+        control_mode=env_cfg.control_mode,
+        reward_mode=env_cfg.reward_mode,
+        sim_backend=env_cfg.sim_backend,
+        ignore_terminations=env_cfg.ignore_terminations,
+    )
+
+
+def make_env(env_cfg: Any, *, pixels: bool = False, num_envs: int | None = None) -> EnvBase:
+    """Build ``num_envs`` envs (default ``env_cfg.num_envs``).
+
+    GPU physx holds them all in one simulation (batch ``[num_envs]``); the CPU simulator runs
+    one env per process in a torchrl :class:`~torchrl.envs.ParallelEnv` (batch
+    ``[num_envs, 1]``).
+    """
+    num_envs = env_cfg.num_envs if num_envs is None else num_envs
+    kwargs = env_kwargs(env_cfg, pixels=pixels)
+    if env_cfg.sim_backend == "gpu":
+        return ManiSkillEnv(num_envs=num_envs, **kwargs)
+    if num_envs == 1:
+        return ManiSkillEnv(num_envs=1, **kwargs)
+    return ParallelEnv(num_envs, EnvCreator(partial(ManiSkillEnv, num_envs=1, **kwargs)))

@@ -1,0 +1,298 @@
+"""PPO on a ManiSkill task with TorchRL parts: Collector, GAE, ClipPPOLoss, replay buffer.
+
+The reward is the env's own (dense or sparse), or a learned success classifier applied to every
+collected batch (``reward=resnet``); episodes can be recorded for the classifier while training
+(``collect.enabled=true``). ``train_ppo`` is what ``scripts/ppo.py`` runs; tests call it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import tqdm
+from omegaconf import DictConfig, OmegaConf
+from tensordict import TensorDictBase
+from torchrl.collectors import Collector
+from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
+from torchrl.envs import EnvBase, ExplorationType, TransformedEnv, set_exploration_type
+from torchrl.objectives import ClipPPOLoss
+from torchrl.objectives.value import GAE
+from torchrl.record.loggers import Logger, get_logger
+
+from torchrl_reward.ppo.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from torchrl_reward.ppo.envs import make_env
+from torchrl_reward.ppo.metrics import EpisodeStats
+from torchrl_reward.ppo.models import make_ppo_models
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; an explicit ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name!r} was asked for but no CUDA GPU is visible; use cpu.")
+    return device
+
+
+class _Timer:
+    """Accumulates wall time per phase; ``pop()`` returns ``time/<phase>`` in seconds."""
+
+    def __init__(self) -> None:
+        self._totals: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._totals[phase] += time.perf_counter() - start
+
+    def pop(self) -> dict[str, float]:
+        out = {f"time/{k}": v for k, v in self._totals.items()}
+        self._totals.clear()
+        return out
+
+
+def evaluate(actor: torch.nn.Module, env: EnvBase, num_episodes: int) -> dict[str, float]:
+    """Deterministic-policy episodes on a separate env: success rates and return."""
+    once, at_end, returns = [], [], []
+    with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+        for _ in range(num_episodes):
+            rollout = env.rollout(10_000, actor, break_when_any_done=True)
+            success = rollout["next", "success"].reshape(rollout.shape[0], -1)
+            once.append(success.any(-1).float())
+            at_end.append(success[:, -1].float())
+            returns.append(rollout["next", "reward"].reshape(rollout.shape[0], -1).sum(-1))
+    return {
+        "eval/success_once": torch.cat(once).mean().item(),
+        "eval/success_at_end": torch.cat(at_end).mean().item(),
+        "eval/episode_return": torch.cat(returns).mean().item(),
+    }
+
+
+def _make_logger(cfg: DictConfig, run_dir: Path) -> Logger | None:
+    if not cfg.logger.backend:
+        return None
+    return get_logger(
+        cfg.logger.backend, logger_name=str(run_dir), experiment_name="logs"
+    )
+
+
+def _make_recorder(cfg: DictConfig) -> Any:
+    from torchrl_reward.data import EpisodeRecorder
+
+    c = cfg.collect
+    return EpisodeRecorder(
+        c.save_dir,
+        target_success=c.target_success,
+        target_failure=c.target_failure,
+        compress=c.compress,
+    )
+
+
+def _make_reward_transform(cfg: DictConfig) -> Any:
+    from torchrl_reward.transforms import RewardTransform
+
+    return RewardTransform.from_config(cfg.reward)
+
+
+def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
+    """Train PPO as configured; logs, checkpoints and returns the last metrics."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    p = cfg.ppo
+    use_model = bool(cfg.reward.get("use_reward_model", False))
+    pixels = bool(cfg.collect.enabled) or use_model
+    if cfg.collect.enabled and cfg.env.image_size != cfg.collect.image_size:
+        cfg.env.image_size = cfg.collect.image_size
+
+    env = make_env(cfg.env, pixels=pixels)
+    recorder = None
+    if cfg.collect.enabled:
+        recorder = _make_recorder(cfg)
+        env = TransformedEnv(env, recorder)
+    env.set_seed(cfg.seed)
+    reward_transform = _make_reward_transform(cfg) if use_model else None
+
+    obs_dim = env.observation_spec["observation"].shape[-1]
+    actor, critic = make_ppo_models(
+        obs_dim, env.action_spec_unbatched, hidden_sizes=p.hidden_sizes, device=device
+    )
+    identity = {
+        "env_id": cfg.env.env_id,
+        "control_mode": cfg.env.control_mode,
+        "obs_dim": obs_dim,
+        "action_dim": env.action_spec_unbatched.shape[-1],
+        "hidden_sizes": list(p.hidden_sizes),
+    }
+    optim = torch.optim.Adam(
+        [*actor.parameters(), *critic.parameters()], lr=p.lr, eps=1e-5
+    )
+    reward_name = "resnet" if use_model else cfg.env.reward_mode
+    collected, iteration, target_frames = 0, 0, int(p.total_frames)
+    if cfg.runner.resume_dir:
+        state = load_checkpoint(cfg.runner.resume_dir, expect=identity)
+        actor.load_state_dict(state["actor"])
+        critic.load_state_dict(state["critic"])
+        collected, iteration = state["collected_frames"], state["iteration"]
+        if state.get("reward") == reward_name:
+            target_frames = state["target_frames"]  # an interrupted run: finish it
+        else:
+            target_frames = collected + int(p.total_frames)  # warm start on another reward
+            log.info("Warm start from %s (%s reward) with %s", cfg.runner.resume_dir,
+                     state.get("reward"), reward_name)
+        if state.get("reward") == reward_name:
+            optim.load_state_dict(state["optim"])
+
+    batch_envs = env.batch_size.numel()
+    frames_per_batch = batch_envs * p.num_steps
+    collector = Collector(
+        env,
+        actor,
+        frames_per_batch=frames_per_batch,
+        total_frames=-1,
+        device=device,
+        auto_register_policy_transforms=False,
+    )
+    buffer = TensorDictReplayBuffer(
+        storage=LazyTensorStorage(frames_per_batch, device=device),
+        sampler=SamplerWithoutReplacement(),
+        batch_size=max(1, frames_per_batch // p.num_minibatches),
+    )
+    advantage = GAE(gamma=p.gamma, lmbda=p.gae_lambda, value_network=critic, average_gae=False)
+    loss_module = ClipPPOLoss(
+        actor_network=actor,
+        critic_network=critic,
+        clip_epsilon=p.clip_epsilon,
+        entropy_coeff=p.entropy_coef,
+        critic_coeff=p.critic_coef,
+        normalize_advantage=True,
+    )
+    logger = _make_logger(cfg, run_dir)
+    eval_env = make_env(cfg.env, num_envs=1) if cfg.eval.interval else None
+    stats = EpisodeStats(batch_envs)
+    timer = _Timer()
+    metrics: dict[str, float] = {}
+    pbar = tqdm.tqdm(
+        total=target_frames, initial=collected, unit="frames", disable=not cfg.runner.progress
+    )
+    collector_iter = iter(collector)
+    try:
+        while collected < target_frames:
+            with timer("collecting"):
+                data = next(collector_iter)
+            data = data.reshape(batch_envs, -1)
+            iteration += 1
+            collected += data.numel()
+            metrics = {}
+            if reward_transform is not None:
+                with timer("compute_model_rewards"):
+                    data = reward_transform(data)
+                metrics.update(reward_transform.agreement(data))
+            metrics["rollout/rewards"] = data["next", "reward"].mean().item()
+            metrics.update(stats.update(data))
+            with timer("training"):
+                metrics.update(_update(data, advantage, loss_module, optim, buffer, p))
+            if eval_env is not None and iteration % cfg.eval.interval == 0:
+                with timer("eval"):
+                    metrics.update(evaluate(actor, eval_env, cfg.eval.num_episodes))
+            times = timer.pop()
+            metrics.update(times)
+            metrics["time/sps"] = data.numel() / max(times.get("time/collecting", 0.0), 1e-9)
+            if "time/compute_model_rewards" in times:
+                metrics["time/compute_model_rewards"] *= 1000.0  # ms per iteration
+            if recorder is not None:
+                metrics.update(recorder.metrics())
+            if logger is not None:
+                for key, value in metrics.items():
+                    logger.log_scalar(key, value, step=collected)
+            pbar.update(data.numel())
+            pbar.set_postfix(_postfix(metrics, recorder))
+            done_recording = recorder is not None and recorder.done
+            if iteration % cfg.runner.save_interval == 0 or collected >= target_frames or (
+                done_recording and cfg.collect.stop_when_done
+            ):
+                save_checkpoint(
+                    checkpoint_path(run_dir),
+                    {
+                        **identity,
+                        "actor": actor.state_dict(),
+                        "critic": critic.state_dict(),
+                        "optim": optim.state_dict(),
+                        "collected_frames": collected,
+                        "iteration": iteration,
+                        "target_frames": target_frames,
+                        "reward": reward_name,
+                        "config": OmegaConf.to_container(cfg, resolve=True),
+                        "metrics": metrics,
+                    },
+                )
+            if done_recording and cfg.collect.stop_when_done:
+                log.info("Collection targets met: %s", recorder.progress())
+                break
+    finally:
+        pbar.close()
+        collector.shutdown()
+        if recorder is not None:
+            recorder.close()
+        if eval_env is not None and not eval_env.is_closed:
+            eval_env.close()
+    return metrics
+
+
+def _update(
+    data: TensorDictBase,
+    advantage: GAE,
+    loss_module: ClipPPOLoss,
+    optim: torch.optim.Optimizer,
+    buffer: TensorDictReplayBuffer,
+    p: DictConfig,
+) -> dict[str, float]:
+    """``num_epochs`` passes of clipped-PPO minibatch updates; GAE recomputed every epoch."""
+    sums: dict[str, float] = defaultdict(float)
+    steps = 0
+    for _ in range(p.num_epochs):
+        with torch.no_grad():
+            advantage(data)
+        buffer.empty()
+        buffer.extend(data.reshape(-1))
+        for batch in buffer:
+            loss = loss_module(batch)
+            total = loss["loss_objective"] + loss["loss_critic"] + loss["loss_entropy"]
+            optim.zero_grad(set_to_none=True)
+            total.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                loss_module.parameters(), p.max_grad_norm
+            )
+            optim.step()
+            for key in ("loss_objective", "loss_critic", "loss_entropy", "clip_fraction", "kl_approx"):
+                if key in loss.keys():
+                    sums[f"train/{key}"] += loss[key].detach().mean().item()
+            sums["train/grad_norm"] += grad_norm.item()
+            steps += 1
+    return {k: v / max(steps, 1) for k, v in sums.items()}
+
+
+def _postfix(metrics: dict[str, float], recorder: Any) -> dict[str, str]:
+    out = {}
+    if "env/success_once" in metrics:
+        out["success_once"] = f"{metrics['env/success_once']:.2f}"
+    if "eval/success_once" in metrics:
+        out["eval"] = f"{metrics['eval/success_once']:.2f}"
+    if recorder is not None:
+        out["recorded"] = recorder.progress()
+    return out

@@ -89,9 +89,7 @@ def _extensions() -> list:
             )
         ]
     return [
-        CppExtension(
-            "torchrl_reward._C", sources, extra_compile_args={"cxx": cxx_flags}, **kwargs
-        )
+        CppExtension("torchrl_reward._C", sources, extra_compile_args={"cxx": cxx_flags}, **kwargs)
     ]
 
 

@@ -1,0 +1,120 @@
+"""Benchmark (c): the fused preprocessing op vs the torch-op chain on one 256-image chunk.
+
+The baseline is what a model's ``forward`` would otherwise run on uint8 frames:
+``permute -> float -> / 255 -> (- mean) / std`` (plus ``F.interpolate`` when resizing), timed in
+the same test on the same chunk. Ratios (baseline / op, higher is better), best-of times and the
+peak resident memory each call adds go to ``benchmark.extra_info`` and are printed (``-s``).
+Goal on the 2-core CPU: >= 10x without resize.
+"""
+
+import ctypes
+import ctypes.util
+import os
+import re
+import time
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from torchrl_reward.ops import has_ops, preprocess, preprocess_torch
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+CHUNK = (256, 128, 128, 3)
+ROUNDS = 5
+
+pytestmark = pytest.mark.skipif(not has_ops(), reason="torchrl_reward._C is not built")
+
+
+def _torch_op_chain(
+    images: torch.Tensor, size: tuple[int, int] | None, dtype: torch.dtype
+) -> torch.Tensor:
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    x = images.permute(0, 3, 1, 2).float() / 255
+    if size is not None:
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
+    return ((x - mean) / std).to(dtype)
+
+
+def _best_seconds(fn: Callable[[], object], rounds: int = ROUNDS) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _rss_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.MULTILINE).group(1))
+
+
+def _peak_added_mb(fn: Callable[[], object]) -> float | None:
+    """Peak resident memory one call adds, in MiB (Linux + glibc, else ``None``).
+
+    Freed heap memory is first returned to the OS (``malloc_trim``) so the call's allocations
+    fault in fresh pages, then the high-water mark is reset through ``/proc/self/clear_refs``.
+    """
+    libc_name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(libc_name).malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except (OSError, AttributeError):
+        return None
+    before = _rss_kb("VmRSS")
+    fn()
+    return round((_rss_kb("VmHWM") - before) / 1024, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("size", [None, (112, 112)], ids=["128px", "resize112"])
+def test_preprocess_vs_torch_chain(benchmark, size, dtype):
+    images = torch.randint(
+        0, 256, CHUNK, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+
+    def chain():
+        return _torch_op_chain(images, size, dtype)
+
+    def fallback():
+        return preprocess_torch(images, MEAN, STD, size=size, dtype=dtype)
+
+    def op():
+        return preprocess(images, MEAN, STD, size=size, dtype=dtype)
+
+    chain_s = _best_seconds(chain)
+    fallback_s = _best_seconds(fallback)
+    out = benchmark.pedantic(op, rounds=ROUNDS * 2, warmup_rounds=1)
+    op_s = benchmark.stats.stats.min
+    torch.testing.assert_close(out.float(), chain().float(), atol=2e-3, rtol=0)
+
+    info = {
+        "chunk": list(CHUNK),
+        "size": list(size) if size else None,
+        "dtype": str(dtype),
+        "threads": torch.get_num_threads(),
+        # Context for a shared machine: other processes slow the baseline and the op unevenly.
+        "load_average_1min": os.getloadavg()[0],
+        "op_ms": op_s * 1e3,
+        "torch_chain_ms": chain_s * 1e3,
+        "fallback_ms": fallback_s * 1e3,
+        "speedup_vs_torch_chain": chain_s / op_s,
+        "speedup_vs_fallback": fallback_s / op_s,
+        "op_peak_added_mb": _peak_added_mb(op),
+        "torch_chain_peak_added_mb": _peak_added_mb(chain),
+    }
+    benchmark.extra_info.update(info)
+    print(
+        f"\npreprocess {CHUNK} -> {size or 'same size'} {dtype}: op {info['op_ms']:.1f} ms, "
+        f"torch chain {info['torch_chain_ms']:.1f} ms ({info['speedup_vs_torch_chain']:.1f}x), "
+        f"pure-torch fallback {info['fallback_ms']:.1f} ms ({info['speedup_vs_fallback']:.1f}x); "
+        f"peak added memory op {info['op_peak_added_mb']} MB, "
+        f"chain {info['torch_chain_peak_added_mb']} MB; "
+        f"load average {info['load_average_1min']:.1f}"
+    )

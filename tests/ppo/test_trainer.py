@@ -46,9 +46,7 @@ def test_two_iterations_write_logs_and_checkpoint(first_run):
 def test_resume_continues_from_checkpoint(first_run, tmp_path):
     run_dir, _ = first_run
     before = torch.load(checkpoint_path(run_dir), weights_only=False)
-    cfg = load_config(
-        "ppo", [*SMALL, "ppo.total_frames=40", f"runner.resume_dir={run_dir}"]
-    )
+    cfg = load_config("ppo", [*SMALL, "ppo.total_frames=40", f"runner.resume_dir={run_dir}"])
     # Same reward as the checkpoint: the interrupted run is finished, not restarted.
     train_ppo(cfg, tmp_path)
     assert not checkpoint_path(tmp_path).exists()

@@ -26,9 +26,7 @@ MAX_IMAGE_SIZE = 1024
 _INFO_KEYS = ("success", "is_grasped")
 
 
-def _resolve_backends(
-    sim_backend: str, render_backend: str, num_envs: int
-) -> tuple[str, str]:
+def _resolve_backends(sim_backend: str, render_backend: str, num_envs: int) -> tuple[str, str]:
     """Choose GPU physx when CUDA is there (or asked for), CPU physx otherwise."""
     has_cuda = torch.cuda.is_available()
     if sim_backend == "auto":
@@ -48,9 +46,7 @@ def _resolve_backends(
     if render_backend == "auto":
         render_backend = "gpu" if sim_backend == "gpu" else "cpu"
     if render_backend not in ("cpu", "gpu"):
-        raise ValueError(
-            f"render_backend must be 'auto', 'cpu' or 'gpu', got {render_backend!r}."
-        )
+        raise ValueError(f"render_backend must be 'auto', 'cpu' or 'gpu', got {render_backend!r}.")
     return sim_backend, render_backend
 
 
@@ -113,9 +109,7 @@ class ManiSkillWrapper(EnvBase):
         if self.pixels:
             camera = next(iter(self.base_env.scene.human_render_cameras.values())).camera
             height, width = camera.height, camera.width
-            observation["pixels"] = Bounded(
-                0, 255, shape=(*n, height, width, 3), dtype=torch.uint8
-            )
+            observation["pixels"] = Bounded(0, 255, shape=(*n, height, width, 3), dtype=torch.uint8)
         self.observation_spec = Composite(observation, shape=n)
         self.action_spec = Bounded(
             torch.as_tensor(act_space.low, dtype=torch.float32).expand(*n, -1),
@@ -152,7 +146,8 @@ class ManiSkillWrapper(EnvBase):
         reset = tensordict.get("_reset", None) if tensordict is not None else None
         options = {}
         if reset is not None and not reset.all():
-            options["env_idx"] = reset.reshape(-1).nonzero().squeeze(-1).to(self._env.unwrapped.device)
+            env_idx = reset.reshape(-1).nonzero().squeeze(-1)
+            options["env_idx"] = env_idx.to(self.base_env.device)
         seed, self._seed = self._seed, None
         obs, info = self._env.reset(seed=seed, options=options)
         td = self._observe(obs, info)
@@ -248,9 +243,7 @@ class ManiSkillEnv(ManiSkillWrapper):
             camera=(tuple(camera_eye), tuple(camera_target), camera_fov),
             **make_kwargs,
         )
-        super().__init__(
-            env, pixels=pixels, ignore_terminations=ignore_terminations, device=device
-        )
+        super().__init__(env, pixels=pixels, ignore_terminations=ignore_terminations, device=device)
 
     @staticmethod
     def _check_kwargs(env_id: str, num_envs: int, image_size: int, max_episode_steps: int) -> None:

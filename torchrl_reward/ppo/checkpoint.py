@@ -41,7 +41,7 @@ def load_checkpoint(resume: str | Path, *, expect: dict[str, Any]) -> dict[str, 
     path = resolve_resume_path(resume)
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+    except Exception as err:  # any unpickling failure means a bad file
         raise ValueError(f"PPO checkpoint {path} is unreadable ({err}).") from None
     if not isinstance(state, dict) or "actor" not in state:
         raise ValueError(f"{path} is not a PPO checkpoint written by scripts/ppo.py.")

@@ -8,8 +8,8 @@ import torch
 from tensordict.nn import AddStateIndependentNormalScale, TensorDictModule
 from torch import nn
 from torchrl.data import TensorSpec
-from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.envs import ExplorationType
+from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
 
 
 def _mlp(in_features: int, out_features: int, hidden: Sequence[int], last_gain: float) -> MLP:

@@ -27,12 +27,15 @@ from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 from torchrl.record.loggers import Logger, get_logger
 
+from torchrl_reward.data import make_recorder
 from torchrl_reward.ppo.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from torchrl_reward.ppo.envs import make_env
 from torchrl_reward.ppo.metrics import EpisodeStats
 from torchrl_reward.ppo.models import make_ppo_models
+from torchrl_reward.transforms import RewardTransform, agreement
 
 log = logging.getLogger(__name__)
+_LOGGED_LOSS_KEYS = ("loss_objective", "loss_critic", "loss_entropy", "clip_fraction", "kl_approx")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -85,27 +88,48 @@ def evaluate(actor: torch.nn.Module, env: EnvBase, num_episodes: int) -> dict[st
 def _make_logger(cfg: DictConfig, run_dir: Path) -> Logger | None:
     if not cfg.logger.backend:
         return None
-    return get_logger(
-        cfg.logger.backend, logger_name=str(run_dir), experiment_name="logs"
+    return get_logger(cfg.logger.backend, logger_name=str(run_dir), experiment_name="logs")
+
+
+def make_reward_transform(reward_cfg: DictConfig) -> RewardTransform:
+    """The ``reward=resnet`` config group as a :class:`RewardTransform` for collected batches."""
+    if reward_cfg.reward_model_type != "resnet":
+        raise ValueError(
+            f"reward.reward_model_type={reward_cfg.reward_model_type!r} is not supported; "
+            "use 'resnet'."
+        )
+    if not reward_cfg.resnet.checkpoint_path:
+        raise ValueError(
+            "reward=resnet needs a trained model: reward.resnet.checkpoint_path=<save_dir>/"
+            "reward_model_best.pt (scripts/train_reward.py writes it)."
+        )
+    return RewardTransform(
+        reward_cfg.resnet.checkpoint_path,
+        mode=reward_cfg.mode,
+        output=reward_cfg.output,
+        threshold=reward_cfg.threshold,
+        terminal_only=reward_cfg.terminal_only,
+        env_weight=reward_cfg.env_weight,
+        model_weight=reward_cfg.model_weight,
+        chunk_size=reward_cfg.chunk_size,
+        device=reward_cfg.device,
+        strict=reward_cfg.strict,
+        backend=reward_cfg.backend,
+        export_dir=reward_cfg.export_dir,
     )
 
 
-def _make_recorder(cfg: DictConfig) -> Any:
-    from torchrl_reward.data import EpisodeRecorder
+def reward_agreement(batch: TensorDictBase, threshold: float) -> dict[str, float]:
+    """Online agreement of the model's success (P >= threshold) with the simulator's success.
 
-    c = cfg.collect
-    return EpisodeRecorder(
-        c.save_dir,
-        target_success=c.target_success,
-        target_failure=c.target_failure,
-        compress=c.compress,
-    )
-
-
-def _make_reward_transform(cfg: DictConfig) -> Any:
-    from torchrl_reward.transforms import RewardTransform
-
-    return RewardTransform.from_config(cfg.reward)
+    Reward hacking shows up here as it happens: the policy finds frames the model calls success
+    while the simulator does not (false positives).
+    """
+    pred = batch["next", "model_success_prob"] >= threshold
+    stats = agreement(pred, batch["next", "success"])
+    return {
+        f"reward_model/{k}": float(stats[k]) for k in ("precision", "recall", "fpr", "accuracy")
+    }
 
 
 def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
@@ -117,16 +141,14 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     p = cfg.ppo
     use_model = bool(cfg.reward.get("use_reward_model", False))
     pixels = bool(cfg.collect.enabled) or use_model
-    if cfg.collect.enabled and cfg.env.image_size != cfg.collect.image_size:
-        cfg.env.image_size = cfg.collect.image_size
 
     env = make_env(cfg.env, pixels=pixels)
     recorder = None
     if cfg.collect.enabled:
-        recorder = _make_recorder(cfg)
+        recorder = make_recorder({**cfg.collect, "seed": cfg.seed})
         env = TransformedEnv(env, recorder)
     env.set_seed(cfg.seed)
-    reward_transform = _make_reward_transform(cfg) if use_model else None
+    reward_transform = make_reward_transform(cfg.reward) if use_model else None
 
     obs_dim = env.observation_spec["observation"].shape[-1]
     actor, critic = make_ppo_models(
@@ -139,9 +161,7 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         "action_dim": env.action_spec_unbatched.shape[-1],
         "hidden_sizes": list(p.hidden_sizes),
     }
-    optim = torch.optim.Adam(
-        [*actor.parameters(), *critic.parameters()], lr=p.lr, eps=1e-5
-    )
+    optim = torch.optim.Adam([*actor.parameters(), *critic.parameters()], lr=p.lr, eps=1e-5)
     reward_name = "resnet" if use_model else cfg.env.reward_mode
     collected, iteration, target_frames = 0, 0, int(p.total_frames)
     if cfg.runner.resume_dir:
@@ -153,8 +173,12 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
             target_frames = state["target_frames"]  # an interrupted run: finish it
         else:
             target_frames = collected + int(p.total_frames)  # warm start on another reward
-            log.info("Warm start from %s (%s reward) with %s", cfg.runner.resume_dir,
-                     state.get("reward"), reward_name)
+            log.info(
+                "Warm start from %s (%s reward) on the %s reward",
+                cfg.runner.resume_dir,
+                state.get("reward"),
+                reward_name,
+            )
         if state.get("reward") == reward_name:
             optim.load_state_dict(state["optim"])
 
@@ -202,7 +226,7 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
             if reward_transform is not None:
                 with timer("compute_model_rewards"):
                     data = reward_transform(data)
-                metrics.update(reward_transform.agreement(data))
+                metrics.update(reward_agreement(data, reward_transform.threshold))
             metrics["rollout/rewards"] = data["next", "reward"].mean().item()
             metrics.update(stats.update(data))
             with timer("training"):
@@ -216,15 +240,17 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
             if "time/compute_model_rewards" in times:
                 metrics["time/compute_model_rewards"] *= 1000.0  # ms per iteration
             if recorder is not None:
-                metrics.update(recorder.metrics())
+                metrics.update({f"collect/{k}": float(v) for k, v in recorder.counts.items()})
             if logger is not None:
                 for key, value in metrics.items():
                     logger.log_scalar(key, value, step=collected)
             pbar.update(data.numel())
             pbar.set_postfix(_postfix(metrics, recorder))
             done_recording = recorder is not None and recorder.done
-            if iteration % cfg.runner.save_interval == 0 or collected >= target_frames or (
-                done_recording and cfg.collect.stop_when_done
+            if (
+                iteration % cfg.runner.save_interval == 0
+                or collected >= target_frames
+                or (done_recording and cfg.collect.stop_when_done)
             ):
                 save_checkpoint(
                     checkpoint_path(run_dir),
@@ -275,13 +301,12 @@ def _update(
             total = loss["loss_objective"] + loss["loss_critic"] + loss["loss_entropy"]
             optim.zero_grad(set_to_none=True)
             total.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                loss_module.parameters(), p.max_grad_norm
-            )
+            grad_norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), p.max_grad_norm)
             optim.step()
-            for key in ("loss_objective", "loss_critic", "loss_entropy", "clip_fraction", "kl_approx"):
-                if key in loss.keys():
-                    sums[f"train/{key}"] += loss[key].detach().mean().item()
+            for key in _LOGGED_LOSS_KEYS:
+                value = loss.get(key, None)
+                if value is not None:
+                    sums[f"train/{key}"] += value.detach().mean().item()
             sums["train/grad_norm"] += grad_norm.item()
             steps += 1
     return {k: v / max(steps, 1) for k, v in sums.items()}

@@ -1,0 +1,160 @@
+"""ResNetRewardModel: preprocessing, shapes, gradients, checkpoints, pretrained weights."""
+
+import pytest
+import torch
+import torchvision
+
+from torchrl_reward.models import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ResNetRewardModel,
+    imagenet_weights_path,
+)
+
+
+def _images(n: int = 4, size: int = 32, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=generator)
+
+
+@pytest.fixture(scope="module")
+def model() -> ResNetRewardModel:
+    torch.manual_seed(0)
+    return ResNetRewardModel(image_size=32).eval()
+
+
+def test_preprocess_normalises_once_and_is_channels_last(model):
+    images = _images()
+    x = model.preprocess(images)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    expected = (images.permute(0, 3, 1, 2).float() / 255 - mean) / std
+    torch.testing.assert_close(x, expected)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_preprocess_resizes_to_image_size(model):
+    x = model.preprocess(_images(size=48))
+    assert x.shape == (4, 3, 32, 32)
+
+
+def test_forward_accepts_both_layouts_and_leading_dims(model):
+    images = _images()
+    logits = model(images)
+    assert logits.shape == (4,) and logits.dtype == torch.float32
+    torch.testing.assert_close(model(images.permute(0, 3, 1, 2)), logits)
+    torch.testing.assert_close(model(images.view(2, 2, 32, 32, 3)), logits.view(2, 2))
+    torch.testing.assert_close(model.backbone_forward(model.preprocess(images)), logits)
+
+
+def test_predict_proba_and_predict(model):
+    images = _images(n=5)
+    probs = model.predict_proba(images)
+    assert probs.shape == (5,) and not probs.requires_grad
+    assert ((probs >= 0) & (probs <= 1)).all()
+    torch.testing.assert_close(model.predict_proba(images, chunk_size=2), probs)
+    torch.testing.assert_close(probs, torch.sigmoid(model(images)).detach())
+    model.threshold = float(probs.median())
+    assert torch.equal(model.predict(images), probs >= model.threshold)
+    model.threshold = 0.5
+
+
+@pytest.mark.parametrize(
+    ("images", "error"),
+    [
+        (torch.rand(2, 32, 32, 3), TypeError),
+        (torch.zeros(2, 32, 32, 4, dtype=torch.uint8), ValueError),
+        (torch.zeros(32, 32, dtype=torch.uint8), ValueError),
+    ],
+)
+def test_bad_images_raise(model, images, error):
+    with pytest.raises(error, match="ResNetRewardModel expects"):
+        model(images)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"arch": "vgg16"}, {"image_size": 8}, {"threshold": 1.5}, {"std": (0.0, 1.0, 1.0)}],
+)
+def test_bad_config_raises(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        ResNetRewardModel(**kwargs)
+
+
+def test_every_trainable_parameter_gets_gradient():
+    torch.manual_seed(0)
+    model = ResNetRewardModel(image_size=32).train()
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(
+        model(_images(n=4)), torch.tensor([0.0, 1.0, 0.0, 1.0])
+    )
+    loss.backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None, name
+        assert param.grad.abs().sum() > 0, name
+
+
+def test_checkpoint_round_trip_reproduces_predictions(tmp_path):
+    torch.manual_seed(1)
+    model = ResNetRewardModel(arch="resnet18", image_size=32, threshold=0.3, dropout=0.2).eval()
+    model.checkpoint_metadata = {"note": "kept"}
+    path = model.save(tmp_path / "model.pt", val_metrics={"roc_auc": 0.9}, epoch=3)
+    loaded = ResNetRewardModel.load(path)
+    assert not loaded.training
+    assert loaded.config() == model.config()
+    assert loaded.checkpoint_metadata == {
+        "note": "kept",
+        "val_metrics": {"roc_auc": 0.9},
+        "epoch": 3,
+    }
+    images = _images(n=6, seed=3)
+    assert torch.equal(loaded.predict_proba(images), model.predict_proba(images))
+    assert not list(tmp_path.glob(".*.tmp")), "the atomic write left a temporary file"
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ResNetRewardModel.load(tmp_path / "missing.pt")
+    good = ResNetRewardModel(image_size=32).save(tmp_path / "good.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ValueError, match="unreadable"):
+        ResNetRewardModel.load(corrupt)
+    foreign = tmp_path / "foreign.pt"
+    torch.save(torchvision.models.resnet18().state_dict(), foreign)
+    with pytest.raises(ValueError, match="not a ResNetRewardModel checkpoint"):
+        ResNetRewardModel.load(foreign)
+    checkpoint = torch.load(good, weights_only=True)
+    checkpoint["config"]["arch"] = "resnet34"
+    other = tmp_path / "other_arch.pt"
+    torch.save(checkpoint, other)
+    with pytest.raises(ValueError, match="do not fit resnet34"):
+        ResNetRewardModel.load(other)
+
+
+def test_pretrained_weights_from_local_file(tmp_path):
+    torch.manual_seed(2)
+    reference = torchvision.models.resnet18()
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    model = ResNetRewardModel(image_size=32, pretrained_weights=str(path))
+    torch.testing.assert_close(model.backbone.conv1.weight, reference.conv1.weight)
+    torch.testing.assert_close(model.backbone.layer4[1].bn2.bias, reference.layer4[1].bn2.bias)
+    with pytest.raises(FileNotFoundError, match="never downloaded"):
+        ResNetRewardModel(pretrained_weights=tmp_path / "absent.pth")
+    torch.save(torchvision.models.resnet34().state_dict(), path)
+    with pytest.raises(ValueError, match="does not fit torchvision's resnet18"):
+        ResNetRewardModel(pretrained_weights=path)
+
+
+def test_imagenet_weights_come_from_torchs_cache_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path = imagenet_weights_path("resnet18")
+    assert path.parent == tmp_path / "hub" / "checkpoints"
+    with pytest.raises(FileNotFoundError, match="never downloaded"):
+        ResNetRewardModel(image_size=32, pretrained_weights="imagenet")
+    torch.manual_seed(3)
+    reference = torchvision.models.resnet18()
+    path.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), path)
+    model = ResNetRewardModel(image_size=32, pretrained_weights="imagenet")
+    torch.testing.assert_close(model.backbone.conv1.weight, reference.conv1.weight)

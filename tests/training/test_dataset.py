@@ -1,0 +1,64 @@
+"""Episode split, class-balanced sampling and augmentation."""
+
+import pytest
+import torch
+
+from torchrl_reward.training import FrameAugment, balanced_indices, split_episodes
+
+
+def test_split_is_by_episode_seeded_and_stratified():
+    success = torch.tensor([True] * 10 + [False] * 20)
+    train, val = split_episodes(success, val_fraction=0.2, seed=3)
+    assert set(train.tolist()).isdisjoint(val.tolist())
+    assert sorted(train.tolist() + val.tolist()) == list(range(30))
+    assert (int(success[val].sum()), int((~success[val]).sum())) == (2, 4)
+    again, _ = split_episodes(success, val_fraction=0.2, seed=3)
+    other, _ = split_episodes(success, val_fraction=0.2, seed=4)
+    assert torch.equal(train, again) and not torch.equal(train, other)
+
+
+def test_split_keeps_both_classes_on_tiny_data():
+    train, val = split_episodes(torch.tensor([True, True, False, False, False]), 0.1, seed=0)
+    assert val.numel() == 2 and train.numel() == 3
+
+
+def test_balanced_indices_follow_the_failure_ratio():
+    labels = torch.tensor([True] * 10 + [False] * 990)
+    generator = torch.Generator().manual_seed(0)
+    picks = balanced_indices(labels, 30_000, failure_ratio=2.0, generator=generator)
+    share = labels[picks].float().mean().item()
+    assert share == pytest.approx(1 / 3, abs=0.02)
+    assert len(set(picks[labels[picks]].tolist())) == 10
+
+
+def test_natural_sampling_is_a_permutation():
+    labels = torch.tensor([True, False, False, True, False])
+    picks = balanced_indices(labels, 7, None, torch.Generator().manual_seed(0))
+    assert sorted(picks[:5].tolist()) == list(range(5)) and picks.numel() == 7
+    with pytest.raises(ValueError, match="failure_ratio"):
+        balanced_indices(labels, 4, 0.0, torch.Generator())
+
+
+def test_augment_shifts_within_the_image_and_keeps_uint8():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (8, 16, 16, 3), dtype=torch.uint8)
+    shifted = FrameAugment(shift=3, brightness=0, contrast=0, saturation=0)(images)
+    assert shifted.dtype == torch.uint8 and shifted.shape == images.shape
+    assert not torch.equal(shifted, images)
+    # Replicate-padded translation: the centre of each output is a window of its own input.
+    for img, out in zip(images, shifted, strict=True):
+        windows = img.unfold(0, 10, 1).unfold(1, 10, 1)  # [7, 7, 3, 10, 10]
+        centre = out[3:13, 3:13].permute(2, 0, 1)
+        assert (windows == centre).flatten(2).all(-1).any()
+
+
+def test_augment_colour_jitter_and_identity():
+    images = torch.full((4, 8, 8, 3), 100, dtype=torch.uint8)
+    assert torch.equal(FrameAugment(0, 0, 0, 0)(images), images)
+    torch.manual_seed(0)
+    bright = FrameAugment(shift=0, brightness=0.5, contrast=0, saturation=0)(images)
+    values = bright.flatten(1).float()
+    assert (values.std(1) == 0).all() and values[:, 0].unique().numel() == 4
+    assert ((values >= 50) & (values <= 150)).all()
+    with pytest.raises(ValueError, match="uint8"):
+        FrameAugment()(images.float())

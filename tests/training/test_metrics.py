@@ -1,0 +1,70 @@
+"""Pure-torch classification metrics against hand counts and brute-force definitions."""
+
+import math
+
+import pytest
+import torch
+
+from torchrl_reward.training import binary_metrics, roc_auc, roc_curve, threshold_at_fpr
+
+
+def _pairwise_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    pos, neg = scores[labels], scores[~labels]
+    diff = pos[:, None] - neg[None, :]
+    return ((diff > 0).double() + 0.5 * (diff == 0).double()).mean().item()
+
+
+def test_binary_metrics_counts():
+    probs = torch.tensor([0.9, 0.8, 0.4, 0.7, 0.2, 0.1])
+    labels = torch.tensor([True, True, True, False, False, False])
+    m = binary_metrics(probs, labels, threshold=0.5)
+    assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (2, 1, 1, 2)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["recall"] == pytest.approx(2 / 3)
+    assert m["fpr"] == pytest.approx(1 / 3)
+    assert m["f1"] == pytest.approx(2 / 3)
+    assert m["balanced_accuracy"] == pytest.approx(2 / 3)
+    assert m["roc_auc"] == pytest.approx(_pairwise_auc(probs, labels))
+
+
+def test_roc_auc_matches_pairwise_definition_with_ties():
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 20, (500,), generator=generator).float() / 20
+    labels = torch.rand(500, generator=generator) < scores * 0.8 + 0.1
+    assert roc_auc(scores, labels) == pytest.approx(_pairwise_auc(scores, labels), abs=1e-12)
+    assert roc_auc(labels.float(), labels) == 1.0
+    assert roc_auc(1 - labels.float(), labels) == 0.0
+    assert math.isnan(roc_auc(scores, torch.ones(500, dtype=torch.bool)))
+
+
+def test_roc_curve_spans_unit_square_and_is_monotone():
+    generator = torch.Generator().manual_seed(1)
+    scores = torch.rand(200, generator=generator)
+    labels = torch.rand(200, generator=generator) < 0.3
+    fpr, tpr, thresholds = roc_curve(scores, labels)
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert (fpr.diff() >= 0).all() and (tpr.diff() >= 0).all() and (thresholds.diff() < 0).all()
+
+
+@pytest.mark.parametrize("target", [0.0, 0.01, 0.05, 0.2])
+def test_threshold_meets_fpr_target_with_best_recall(target):
+    generator = torch.Generator().manual_seed(2)
+    labels = torch.rand(2000, generator=generator) < 0.3
+    probs = torch.sigmoid(torch.randn(2000, generator=generator) + 2.0 * labels).float()
+    probs[:20] = probs[20]  # ties among scores
+    t = threshold_at_fpr(probs, labels, target)
+    assert binary_metrics(probs, labels, t)["fpr"] <= target
+    # Lowest such threshold: admitting the next-highest negative breaks the target.
+    negatives = probs[~labels]
+    next_negative = negatives[negatives < t].max().item()
+    assert binary_metrics(probs, labels, next_negative)["fpr"] > target
+
+
+def test_threshold_needs_negatives_and_valid_target():
+    with pytest.raises(ValueError, match="negative"):
+        threshold_at_fpr(torch.rand(5), torch.ones(5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="target_fpr"):
+        threshold_at_fpr(torch.rand(5), torch.zeros(5, dtype=torch.bool), 1.0)
+    with pytest.raises(ValueError, match="same number"):
+        binary_metrics(torch.rand(5), torch.zeros(4, dtype=torch.bool))

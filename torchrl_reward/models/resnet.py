@@ -1,0 +1,278 @@
+"""ResNet success classifier: P(success | image) from one uint8 RGB frame.
+
+The model owns its preprocessing (uint8 -> float, /255, resize, normalise), so training and
+inference cannot disagree on it; the seed system normalised twice. The checkpoint carries
+everything needed to rebuild the model: architecture, input size, normalisation, threshold and
+free-form metadata (training config, validation metrics).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+from torchrl_reward.ops import preprocess
+from torchrl_reward.utils import atomic_write
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+CHECKPOINT_FORMAT = "torchrl_reward.ResNetRewardModel"
+CHECKPOINT_VERSION = 1
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
+        got = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
+        raise TypeError(
+            f"ResNetRewardModel expects uint8 images (0-255), got {got}; pass the raw frames, "
+            "the model does its own conversion and normalisation."
+        )
+    if images.dim() < 3 or 3 not in (images.shape[-1], images.shape[-3]):
+        raise ValueError(
+            "ResNetRewardModel expects images shaped [..., H, W, 3] or [..., 3, H, W], got "
+            f"{tuple(images.shape)}."
+        )
+
+
+def imagenet_weights_path(arch: str) -> Path:
+    """Where torchvision caches ``arch``'s ImageNet weights (``$TORCH_HOME/hub/checkpoints``)."""
+    weights = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+
+
+def _load_pretrained(backbone: nn.Module, path: str | os.PathLike, arch: str) -> None:
+    """Load a local torchvision ImageNet state dict into ``backbone`` (its ``fc`` is dropped)."""
+    if str(path) == "imagenet":
+        path = imagenet_weights_path(arch)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"pretrained_weights='imagenet': {arch}'s ImageNet weights are not in torch's "
+                f"cache ({path}) and are never downloaded at run time; fetch them once with "
+                f"torchvision.models.{arch}(weights='IMAGENET1K_V1') where there is internet, "
+                "or pass a file path."
+            )
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"pretrained_weights file {str(path)!r} does not exist; weights are never downloaded "
+            "at run time: fetch torchvision's ImageNet state dict yourself and pass its path, or "
+            "set pretrained_weights=None to train from scratch."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(
+            f"pretrained_weights {str(path)!r} is not a readable torch state dict: {err}"
+        ) from None
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"pretrained_weights {str(path)!r} holds {type(state).__name__}, not a state dict."
+        )
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise ValueError(
+            f"pretrained_weights {str(path)!r} does not fit torchvision's {arch}: "
+            f"missing {missing[:3]}, unexpected {list(unexpected)[:3]}; pass the {arch} weights."
+        )
+
+
+class ResNetRewardModel(nn.Module):
+    """A torchvision ResNet with a one-logit head that scores P(success) of RGB frames.
+
+    Args:
+        arch (str, optional): torchvision ResNet depth, one of ``resnet18`` ... ``resnet152``.
+            Defaults to ``"resnet18"``.
+        image_size (int, optional): side of the square network input; frames of another size
+            are resized (bilinear). Defaults to ``128``.
+        mean (sequence of float, optional): per-channel mean in [0, 1]. Defaults to ImageNet's.
+        std (sequence of float, optional): per-channel std in [0, 1]. Defaults to ImageNet's.
+        threshold (float, optional): probability at or above which :meth:`predict` says
+            success; training sets it from a target false-positive rate. Defaults to ``0.5``.
+        pretrained_weights (str or path, optional): a local torchvision ImageNet state dict for
+            the backbone, or ``"imagenet"`` for the file torchvision caches
+            (:func:`imagenet_weights_path`). Never downloaded. Defaults to ``None`` (random
+            init).
+        dropout (float, optional): dropout before the last linear layer. Defaults to ``0.1``.
+        hidden_dim (int, optional): width of the head's hidden layer. Defaults to ``256``.
+
+    Head: ``Linear(features, hidden_dim) - ReLU - Dropout - Linear(hidden_dim, 1)``.
+
+    Examples:
+        >>> model = ResNetRewardModel(image_size=64).eval()
+        >>> frames = torch.zeros(2, 64, 64, 3, dtype=torch.uint8)
+        >>> model(frames).shape
+        torch.Size([2])
+        >>> probs = model.predict_proba(frames)
+        >>> bool(((probs >= 0) & (probs <= 1)).all())
+        True
+    """
+
+    def __init__(
+        self,
+        arch: str = "resnet18",
+        image_size: int = 128,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        threshold: float = 0.5,
+        pretrained_weights: str | os.PathLike | None = None,
+        dropout: float = 0.1,
+        hidden_dim: int = 256,
+    ) -> None:
+        super().__init__()
+        mean = IMAGENET_MEAN if mean is None else mean
+        std = IMAGENET_STD if std is None else std
+        if arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}.")
+        if not (isinstance(image_size, int) and 16 <= image_size <= 1024):
+            raise ValueError(f"image_size must be an int in [16, 1024], got {image_size!r}.")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values with std > 0, got {mean} and {std}.")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        self.arch = arch
+        self.image_size = image_size
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.threshold = float(threshold)
+        self.dropout = float(dropout)
+        self.hidden_dim = int(hidden_dim)
+        self.checkpoint_metadata: dict[str, Any] = {}
+
+        backbone = getattr(torchvision.models, arch)(weights=None)
+        if pretrained_weights is not None:
+            _load_pretrained(backbone, pretrained_weights, arch)
+        features = backbone.fc.in_features
+        backbone.fc = nn.Identity()
+        self.backbone = backbone
+        self.head = nn.Sequential(
+            nn.Linear(features, hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, 1),
+        )
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this architecture (no weights)."""
+        return {
+            "arch": self.arch,
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "threshold": self.threshold,
+            "dropout": self.dropout,
+            "hidden_dim": self.hidden_dim,
+        }
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[N, H, W, 3]`` or ``[N, 3, H, W]`` -> normalised float ``[N, 3, s, s]``.
+
+        One fused pass of :func:`torchrl_reward.ops.preprocess` (the same op the accelerated
+        backends use), so training and inference cannot disagree on preprocessing. The output
+        is channels-last in memory, the faster layout for the convolutions on CPU.
+        """
+        _check_images(images)
+        if images.dim() != 4:
+            raise ValueError(f"preprocess expects a 4-D batch, got {tuple(images.shape)}.")
+        if images.shape[-1] != 3:
+            images = images.permute(0, 2, 3, 1)
+        x = preprocess(images.contiguous(), self.mean, self.std, size=self.image_size)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def backbone_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N]`` of already-preprocessed ``[N, 3, s, s]`` input (exported backends)."""
+        return self.head(self.backbone(x)).squeeze(-1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Success logits ``[*B]`` of uint8 frames ``[*B, H, W, 3]`` or ``[*B, 3, H, W]``."""
+        _check_images(images)
+        batch = images.shape[:-3]
+        flat = images.reshape(-1, *images.shape[-3:])
+        return self.backbone_forward(self.preprocess(flat)).reshape(batch)
+
+    @torch.no_grad()
+    def predict_proba(self, images: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """P(success) ``[*B]`` in [0, 1], without gradient, optionally ``chunk_size`` at a time.
+
+        Dropout follows the module's mode: call ``.eval()`` for deterministic scores
+        (:meth:`load` returns the model in eval mode).
+        """
+        _check_images(images)
+        batch = images.shape[:-3]
+        flat = images.reshape(-1, *images.shape[-3:])
+        if chunk_size is None or flat.shape[0] <= chunk_size:
+            return torch.sigmoid(self(flat)).reshape(batch)
+        probs = [torch.sigmoid(self(chunk)) for chunk in flat.split(chunk_size)]
+        return torch.cat(probs).reshape(batch)
+
+    def predict(self, images: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """Boolean success decisions ``[*B]``: probability at or above :attr:`threshold`."""
+        return self.predict_proba(images, chunk_size=chunk_size) >= self.threshold
+
+    def checkpoint(self, **metadata: Any) -> dict[str, Any]:
+        """The checkpoint dict :meth:`save` writes (CPU tensors; metadata merged in)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "config": self.config(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+            "metadata": {**self.checkpoint_metadata, **metadata},
+        }
+
+    def save(self, path: str | os.PathLike, **metadata: Any) -> Path:
+        """Atomically write a self-describing checkpoint; ``metadata`` must be plain data."""
+        path = Path(path)
+        with atomic_write(path, "wb") as f:
+            torch.save(self.checkpoint(**metadata), f)
+        return path
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Any, source: str = "checkpoint") -> ResNetRewardModel:
+        """Rebuild a model (eval mode) from a dict written by :meth:`checkpoint`."""
+        if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(
+                f"{source} is not a ResNetRewardModel checkpoint (no {CHECKPOINT_FORMAT!r} "
+                "format tag); save models with ResNetRewardModel.save."
+            )
+        if checkpoint.get("version", 0) > CHECKPOINT_VERSION:
+            raise ValueError(
+                f"{source} has checkpoint version {checkpoint['version']}, newer than this "
+                f"library's {CHECKPOINT_VERSION}; upgrade torchrl_reward."
+            )
+        model = cls(**checkpoint["config"])
+        try:
+            model.load_state_dict(checkpoint["state_dict"])
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[:2]
+            raise ValueError(
+                f"{source} weights do not fit {checkpoint['config'].get('arch')}: {' '.join(first)}"
+            ) from None
+        model.checkpoint_metadata = dict(checkpoint.get("metadata", {}))
+        return model.eval()
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"
+    ) -> ResNetRewardModel:
+        """Rebuild a model saved by :meth:`save`, in eval mode, on ``map_location``."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Reward model checkpoint {str(path)!r} does not exist.")
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(
+                f"Reward model checkpoint {str(path)!r} is unreadable (corrupt or truncated?): "
+                f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            ) from None
+        return cls.from_checkpoint(checkpoint, source=f"{str(path)!r}").to(map_location)

@@ -1,0 +1,38 @@
+"""Training of the learned success reward: frame cache, sampling, metrics, trainer."""
+
+from torchrl_reward.training.cache import FrameCache, build_frame_cache
+from torchrl_reward.training.config import TrainConfig, make_config
+from torchrl_reward.training.dataset import (
+    FrameAugment,
+    FrameBatches,
+    balanced_indices,
+    frames_of,
+    split_episodes,
+)
+from torchrl_reward.training.metrics import binary_metrics, roc_auc, roc_curve, threshold_at_fpr
+from torchrl_reward.training.trainer import (
+    TrainResult,
+    predict_frames,
+    resolve_device,
+    train_reward_model,
+)
+
+__all__ = [
+    "FrameAugment",
+    "FrameBatches",
+    "FrameCache",
+    "TrainConfig",
+    "TrainResult",
+    "balanced_indices",
+    "binary_metrics",
+    "build_frame_cache",
+    "frames_of",
+    "make_config",
+    "predict_frames",
+    "resolve_device",
+    "roc_auc",
+    "roc_curve",
+    "split_episodes",
+    "threshold_at_fpr",
+    "train_reward_model",
+]

@@ -1,0 +1,105 @@
+"""Typed configuration of reward-model training (``configs/train_reward.yaml`` mirrors it)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+MONITORS = ("roc_auc", "f1", "balanced_accuracy", "accuracy")
+
+
+@dataclass
+class ModelConfig:
+    """Arguments of :class:`~torchrl_reward.models.ResNetRewardModel`."""
+
+    arch: str = "resnet18"
+    image_size: int | None = None  # None: the recorded frames' size
+    pretrained_weights: str | None = None  # a state dict path or "imagenet"; never downloaded
+    dropout: float = 0.1
+    hidden_dim: int = 256
+
+
+@dataclass
+class AugmentConfig:
+    """Arguments of :class:`~torchrl_reward.training.FrameAugment` (training frames only)."""
+
+    enabled: bool = True
+    shift: int = 4
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+
+
+@dataclass
+class LoggerConfig:
+    """TorchRL logger (``torchrl.record.loggers.get_logger``) under ``<save_dir>/logs``."""
+
+    backend: str = "csv"
+    exp_name: str = "reward_model"
+
+
+@dataclass
+class TrainConfig:
+    """Everything :func:`~torchrl_reward.training.train_reward_model` reads."""
+
+    data_path: str = "data/pickcube"
+    save_dir: str = "outputs/reward_model"
+    cache_dir: str | None = None  # None: <data_path>/.cache
+    epochs: int = 100
+    micro_batch_size: int = 64
+    global_batch_size: int = 64  # a multiple of micro_batch_size: gradient accumulation
+    lr: float = 1.0e-4
+    weight_decay: float = 1.0e-4
+    samples_per_epoch: int | None = None  # None: the number of training frames
+    val_fraction: float = 0.2
+    failure_ratio: float | None = 2.0  # failure frames drawn per success frame; None: natural
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + scaling)
+    num_workers: int = 0
+    eval_batch_size: int = 256
+    monitor: str = "roc_auc"  # validation metric that picks the best epoch; F1 breaks ties
+    patience: int = 10  # epochs without improvement before stopping
+    min_delta: float = 0.0
+    target_fpr: float = 0.01
+    resume: bool = True  # continue from <save_dir>/reward_model_last.pt if there
+    progress: bool = True
+    plots: bool = True
+    num_worst: int = 8
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+def make_config(
+    cfg: TrainConfig | Mapping[str, Any] | DictConfig | None = None, **overrides: Any
+) -> DictConfig:
+    """Merge ``cfg`` and ``overrides`` onto the typed defaults; unknown keys or bad types raise."""
+    merged = OmegaConf.merge(
+        OmegaConf.structured(TrainConfig),
+        cfg if cfg is not None else {},
+        overrides,
+    )
+    _validate(merged)
+    return merged
+
+
+def _validate(cfg: DictConfig) -> None:
+    if cfg.epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {cfg.epochs}.")
+    if cfg.micro_batch_size < 1 or cfg.global_batch_size % cfg.micro_batch_size:
+        raise ValueError(
+            "global_batch_size must be a positive multiple of micro_batch_size, got "
+            f"global_batch_size={cfg.global_batch_size}, micro_batch_size={cfg.micro_batch_size}."
+        )
+    if cfg.lr <= 0:
+        raise ValueError(f"lr must be > 0, got {cfg.lr}.")
+    if not 0.0 < cfg.val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}.")
+    if not 0.0 <= cfg.target_fpr < 1.0:
+        raise ValueError(f"target_fpr must be in [0, 1), got {cfg.target_fpr}.")
+    if cfg.monitor not in MONITORS:
+        raise ValueError(f"monitor must be one of {MONITORS}, got {cfg.monitor!r}.")

@@ -18,7 +18,7 @@ $(STAMP): setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
 	touch $(STAMP)
 
 demo: setup
-	$(PY) scripts/ppo.py $(DEMO_ARGS)
+	$(PY) scripts/pipeline.py $(DEMO_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

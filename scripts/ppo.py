@@ -1,9 +1,9 @@
 """PPO on ManiSkill PickCube-v1 from state; optionally records episodes or uses a learned reward.
 
-    python scripts/ppo.py                                   # dense reward, CPU preset
-    python scripts/ppo.py env=gpu                           # 1024 envs on one GPU
-    python scripts/ppo.py collect.enabled=true collect.save_dir=data/pickcube
-    python scripts/ppo.py reward=resnet reward.resnet.checkpoint_path=... runner.resume_dir=...
+python scripts/ppo.py                                   # dense reward, CPU preset
+python scripts/ppo.py env=gpu                           # 1024 envs on one GPU
+python scripts/ppo.py collect.enabled=true collect.save_dir=data/pickcube
+python scripts/ppo.py reward=resnet reward.resnet.checkpoint_path=... runner.resume_dir=...
 """
 
 import hydra

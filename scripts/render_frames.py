@@ -1,6 +1,6 @@
 """Render the goal camera's 128 px frames for the README: initial states and a scripted success.
 
-    python scripts/render_frames.py      # writes docs/example_frames.png
+python scripts/render_frames.py      # writes docs/example_frames.png
 """
 
 from pathlib import Path

@@ -1,0 +1,74 @@
+"""The main job at the tiny preset on the real env: every artefact, consistent figures, rerun."""
+
+import json
+import math
+from statistics import mean
+
+import pytest
+
+from torchrl_reward.config import load_config
+from torchrl_reward.data import list_episode_files
+from torchrl_reward.pipeline import StageError, run_pipeline
+from torchrl_reward.viz import read_scalar
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("pipeline")
+    cfg = load_config("pipeline", ["preset=tiny", f"run_dir={run_dir}"])
+    assert run_pipeline(cfg) == run_dir
+    return run_dir, cfg
+
+
+def test_report_and_every_artefact_exist(tiny_run):
+    run_dir, _ = tiny_run
+    for name in (
+        "report.md",
+        "example_frames.png",
+        "ppo_success.png",
+        "ppo_rewards.png",
+        "reward_model/reward_model_best.pt",
+        "reward_model/curves.png",
+        "reward_model/roc.png",
+        "ppo/checkpoints/ppo_last.pt",
+    ):
+        assert (run_dir / name).is_file(), name
+    state = json.loads((run_dir / "pipeline.json").read_text())
+    assert state["complete"] and all(s["complete"] for s in state["stages"].values())
+
+
+def test_report_figures_match_the_logs_and_files(tiny_run):
+    run_dir, cfg = tiny_run
+    state = json.loads((run_dir / "pipeline.json").read_text())
+    counts = state["stages"]["collect"]["counts"]
+    files = list_episode_files(run_dir / "data")
+    on_disk = {k: sum(f.parent.name == k for f in files) for k in ("success", "failure")}
+    assert counts == on_disk
+    assert counts["success"] >= cfg.collect.target_success
+    assert counts["failure"] >= cfg.collect.target_failure
+    report = (run_dir / "report.md").read_text()
+    assert f"success: {counts['success']}, failure: {counts['failure']}" in report
+    fpr = [v for v in read_scalar(run_dir / "ppo" / "logs", "reward_model/fpr")[1]]
+    fpr = [v for v in fpr if not math.isnan(v)]
+    expected = f"{mean(fpr):.3f}" if fpr else "n/a"
+    assert f"| online agreement fpr (mean over iterations) | {expected} |" in report
+    threshold = state["stages"]["train"]["threshold"]
+    assert f"{threshold:.3f}" in report
+
+
+def test_rerun_reuses_finished_stages(tiny_run, capsys):
+    run_dir, cfg = tiny_run
+    before = (run_dir / "reward_model" / "reward_model_best.pt").stat().st_mtime
+    run_pipeline(cfg)
+    out = capsys.readouterr().out
+    assert out.count("reused") == 4
+    assert (run_dir / "reward_model" / "reward_model_best.pt").stat().st_mtime == before
+
+
+def test_failing_stage_names_itself_and_its_log(tmp_path):
+    cfg = load_config("pipeline", ["preset=tiny", f"run_dir={tmp_path}", "collect.policy=teleop"])
+    with pytest.raises(StageError, match=r"stage 'collect' failed: .*teleop.*collect\.log"):
+        run_pipeline(cfg)
+    assert (tmp_path / "collect.log").read_text()

@@ -1,0 +1,147 @@
+"""The pipeline's report: ``report.md`` with the figures a person wants, and its PNGs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+
+from torchrl_reward.data import list_episode_files, load_episode
+from torchrl_reward.models import ResNetRewardModel
+from torchrl_reward.utils import atomic_write
+from torchrl_reward.viz import plot_curves, read_scalar, save_figure
+
+AGREEMENT = ("precision", "recall", "fpr", "accuracy")
+
+
+def _scalar_mean(log_dir: Path, name: str) -> float:
+    try:
+        values = [v for v in read_scalar(log_dir, name)[1] if not math.isnan(v)]
+    except FileNotFoundError:
+        return math.nan
+    return mean(values) if values else math.nan
+
+
+def plot_example_frames(
+    data_dir: Path, model: ResNetRewardModel, path: Path, per_class: int = 4
+) -> Path:
+    """Recorded frames with the model's P(success): the last frame of a few episodes per class."""
+    rows = []
+    files = list_episode_files(data_dir)
+    for name in ("success", "failure"):
+        for file in [f for f in files if f.parent.name == name][:per_class]:
+            episode = load_episode(file)
+            index = int(episode["success"].nonzero()[0]) if episode["success"].any() else -1
+            rows.append((name, episode["pixels"][index], bool(episode["success"][index])))
+    probs = model.predict_proba(torch.stack([frame for _, frame, _ in rows]))
+    fig = Figure(figsize=(2 * per_class, 4.4))
+    for i, ((name, frame, true), p) in enumerate(zip(rows, probs.tolist(), strict=True)):
+        ax = fig.add_subplot(2, per_class, i + 1)
+        ax.imshow(frame.numpy())
+        ax.set_title(f"{name}: sim {int(true)}\nP(success)={p:.2f}", fontsize=8)
+        ax.axis("off")
+    return save_figure(fig, path)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) > 1:
+        return str(int(value))
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def write_report(run_dir: Path, state: dict[str, Any], model: ResNetRewardModel) -> dict:
+    """Write ``report.md`` and its PNGs into ``run_dir``; return the report's headline figures."""
+    stages = state["stages"]
+    collect, train, ppo = stages["collect"], stages["train"], stages["ppo"]
+    log_dir = Path(ppo["log_dir"])
+    plot_curves(
+        {
+            "env/success_once (sim)": read_scalar(log_dir, "env/success_once"),
+            "reward_model/fpr": read_scalar(log_dir, "reward_model/fpr"),
+        },
+        run_dir / "ppo_success.png",
+        title="PPO with the learned reward",
+        ylabel="rate",
+    )
+    plot_curves(
+        {"rollout/rewards (model)": read_scalar(log_dir, "rollout/rewards")},
+        run_dir / "ppo_rewards.png",
+        title="Model reward per step",
+        ylabel="reward",
+    )
+    plot_example_frames(Path(collect["data_dir"]), model, run_dir / "example_frames.png")
+    agreement = {k: _scalar_mean(log_dir, f"reward_model/{k}") for k in AGREEMENT}
+    reward_ms = _scalar_mean(log_dir, "time/compute_model_rewards")
+    iteration_s = (
+        sum(_scalar_mean(log_dir, f"time/{k}") for k in ("collecting", "training"))
+        + reward_ms / 1000.0
+    )
+    m = train["metrics"]
+    model_dir = Path(train["checkpoint"]).parent
+    lines = [
+        f"# torchrl-reward pipeline report ({state['preset']} preset)",
+        "",
+        f"Run folder: `{run_dir}`",
+        "",
+        "## 1. Collected episodes",
+        "",
+        f"success: {collect['counts']['success']}, failure: {collect['counts']['failure']} "
+        f"(policy: {state['config']['collect']['policy']}); "
+        f"frames: {train['data'].get('frames', 'n/a')}",
+        "",
+        "![example frames](example_frames.png)",
+        "",
+        "## 2. Reward model (validation, held out by episode)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *(f"| {k} | {_fmt(v)} |" for k, v in sorted(m.items()) if k != "threshold"),
+        f"| threshold (target FPR {state['config']['train'].get('target_fpr', 0.01)}) "
+        f"| {_fmt(train['threshold'])} |",
+        f"| epochs | {train['epochs']} |",
+        "",
+        f"![training curves]({_rel(model_dir / 'curves.png', run_dir)}) "
+        f"![ROC]({_rel(model_dir / 'roc.png', run_dir)})",
+        "",
+        "## 3. PPO with the learned reward",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| success rate before (sim, deterministic) | {_fmt(ppo['success_before'])} |",
+        f"| success rate after | {_fmt(ppo['success_after'])} |",
+        f"| PPO frames | {ppo['frames']} |",
+        *(
+            f"| online agreement {k} (mean over iterations) | {_fmt(v)} |"
+            for k, v in agreement.items()
+        ),
+        f"| compute_model_rewards per iteration (ms) | {_fmt(reward_ms)} |",
+        f"| share of iteration time | {_fmt(reward_ms / 1000.0 / iteration_s)} |",
+        "",
+        "![PPO success](ppo_success.png) ![model rewards](ppo_rewards.png)",
+        "",
+        "## Time per stage",
+        "",
+        "| stage | minutes |",
+        "|---|---|",
+        *(
+            f"| {name} | {stages[name]['seconds'] / 60:.1f} |"
+            for name in ("collect", "train", "ppo")
+        ),
+        "",
+    ]
+    with atomic_write(run_dir / "report.md", "w") as f:
+        f.write("\n".join(lines))
+    return {"agreement": agreement, "reward_ms": reward_ms}
+
+
+def _rel(path: Path, start: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path(start).resolve()))
+    except ValueError:
+        return str(path)

@@ -14,7 +14,7 @@ $(STAMP): setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q --no-build-isolation -e ".[dev,onnx]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[dev]"
 	touch $(STAMP)
 
 demo: setup

@@ -108,10 +108,11 @@ setup(
         "hydra-core>=1.3",
         "tqdm",
         "matplotlib",
+        "onnx",
+        "onnxruntime",
     ],
     extras_require={
         "dev": ["pytest", "pytest-benchmark", "ruff", "tensorboard"],
-        "onnx": ["onnx", "onnxruntime"],
         "tensorrt": ["tensorrt>=10", "onnx"],
     },
     ext_modules=_extensions(),

@@ -1,6 +1,6 @@
 """Env throughput on this machine: steps/s of ManiSkillEnv with and without pixels.
 
-    pytest --benchmark-only tests/benchmarks/test_env_benchmark.py
+pytest --benchmark-only tests/benchmarks/test_env_benchmark.py
 """
 
 from functools import partial

@@ -199,6 +199,7 @@ class ManiSkillEnv(ManiSkillWrapper):
         ignore_terminations (bool, optional): keep stepping after success (episodes end only by
             truncation). Defaults to ``False``.
         camera_eye / camera_target / camera_fov: the goal camera's placement.
+        seed (int, optional): seeds the first reset, like :meth:`set_seed`. Defaults to ``None``.
         device (torch.device, optional): where the tensordicts live. Defaults to the sim's.
 
     Examples:
@@ -223,6 +224,7 @@ class ManiSkillEnv(ManiSkillWrapper):
         camera_eye: Sequence[float] = GOAL_CAMERA_EYE,
         camera_target: Sequence[float] = GOAL_CAMERA_TARGET,
         camera_fov: float = GOAL_CAMERA_FOV,
+        seed: int | None = None,
         device: Any = None,
         **make_kwargs: Any,
     ) -> None:

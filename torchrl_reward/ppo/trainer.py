@@ -119,14 +119,19 @@ def make_reward_transform(reward_cfg: DictConfig) -> RewardTransform:
     )
 
 
-def reward_agreement(batch: TensorDictBase, threshold: float) -> dict[str, float]:
+def reward_agreement(batch: TensorDictBase, transform: RewardTransform) -> dict[str, float]:
     """Online agreement of the model's success (P >= threshold) with the simulator's success.
 
     Reward hacking shows up here as it happens: the policy finds frames the model calls success
-    while the simulator does not (false positives).
+    while the simulator does not (false positives). With ``terminal_only`` only the scored
+    (final) frames count.
     """
-    pred = batch["next", "model_success_prob"] >= threshold
-    stats = agreement(pred, batch["next", "success"])
+    pred = batch["next", "model_success_prob"] >= transform.threshold
+    true = batch["next", "success"]
+    if transform.terminal_only:
+        scored = batch["next", "done"]
+        pred, true = pred[scored], true[scored]
+    stats = agreement(pred, true)
     return {
         f"reward_model/{k}": float(stats[k]) for k in ("precision", "recall", "fpr", "accuracy")
     }
@@ -226,7 +231,7 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
             if reward_transform is not None:
                 with timer("compute_model_rewards"):
                     data = reward_transform(data)
-                metrics.update(reward_agreement(data, reward_transform.threshold))
+                metrics.update(reward_agreement(data, reward_transform))
             metrics["rollout/rewards"] = data["next", "reward"].mean().item()
             metrics.update(stats.update(data))
             with timer("training"):

@@ -1,0 +1,53 @@
+"""Export a reward checkpoint to ONNX (fp32, int8, fp16) with parity checks on recorded frames.
+
+    python scripts/export_reward.py checkpoint_path=outputs/reward_model/reward_model_best.pt \\
+        episodes_dir=data/pickcube
+
+Configuration: ``configs/export_reward.yaml``. The folder it writes is the ``export_dir`` of
+``RewardTransform(..., backend="auto")``, which uses only the backends that passed.
+"""
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from torchrl_reward.inference import export_reward, frames_from_episodes
+from torchrl_reward.models import ResNetRewardModel
+
+
+@hydra.main(config_path="../configs", config_name="export_reward", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    checkpoint = Path(cfg.checkpoint_path)
+    model = ResNetRewardModel.load(checkpoint)
+    out_dir = Path(cfg.out_dir or checkpoint.with_name(f"{checkpoint.stem}_export"))
+    calibration, validation = frames_from_episodes(
+        cfg.episodes_dir,
+        max_calibration=cfg.max_calibration_frames,
+        max_validation=cfg.max_validation_frames,
+    )
+    manifest = export_reward(
+        model,
+        out_dir,
+        validation,
+        calibration_frames=calibration if cfg.int8 else None,
+        fp16=cfg.fp16,
+        min_agreement=cfg.min_agreement,
+        calibration_method=cfg.calibration_method,
+        chunk_size=cfg.chunk_size,
+        threads=cfg.threads,
+    )
+    print(f"exported {checkpoint} to {out_dir} ({manifest['validation_frames']} parity frames)")
+    for name, entry in manifest["backends"].items():
+        if "agreement" in entry:
+            verdict = "passed" if entry["passed"] else "REJECTED"
+            print(
+                f"  {name:18s} label agreement {entry['agreement']:.4f} "
+                f"(max |dp| {entry['max_abs_diff']:.2e}) {verdict}"
+            )
+        if entry.get("ms_per_chunk") is not None:
+            print(f"  {name:18s} {entry['ms_per_chunk']:.0f} ms per {cfg.chunk_size}-frame chunk")
+
+
+if __name__ == "__main__":
+    main()

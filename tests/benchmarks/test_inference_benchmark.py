@@ -1,0 +1,219 @@
+"""Reward inference, end to end (uint8 frames in, probabilities out), against the seed's pipeline.
+
+    pytest --benchmark-only -s tests/benchmarks/test_inference_benchmark.py
+
+All backends score the same 256-frame uint8 chunk at 128 px, rendered from PickCube-v1 (real
+frames, not noise). The reference is the seed system's pipeline: torch ops
+``permute/float/255/normalise`` and an eager float32 ResNet-18. Each backend reports its speed-up
+over the reference measured in this run, its label agreement with the float32 reference on the
+chunk (the int8 model is calibrated on other episodes), and the process's peak RSS.
+
+The model: set ``TORCHRL_REWARD_BENCH_CHECKPOINT`` (a 128 px checkpoint) and
+``TORCHRL_REWARD_BENCH_EPISODES`` (its recorded episodes) to measure a trained model. Without
+them, a ResNet-18 stands in: batch norm re-estimated on the rendered frames and the head fitted to a
+visible state property (gripper near the cube), with the threshold at the median probability:
+half the frames on each side, the hardest case for label agreement. Its features are random,
+so it is more sensitive to int8 noise than a trained network; the export's parity check on
+the real checkpoint decides whether int8 is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchrl_reward.envs import ManiSkillEnv
+from torchrl_reward.inference import (
+    OnnxBackend,
+    RewardBackend,
+    TensorRTBackend,
+    TorchBackend,
+    export_reward,
+    frames_from_episodes,
+    tensorrt_unavailable_reason,
+)
+from torchrl_reward.models import ResNetRewardModel
+
+SIZE = 128
+CHUNK = 256
+CALIBRATION = 128
+EPISODE_STEPS = 24
+ROUNDS = 5
+CHECKPOINT = os.environ.get("TORCHRL_REWARD_BENCH_CHECKPOINT")
+EPISODES = os.environ.get("TORCHRL_REWARD_BENCH_EPISODES")
+
+
+@dataclasses.dataclass
+class Workload:
+    model: ResNetRewardModel
+    chunk: torch.Tensor  # uint8 [256, 128, 128, 3], the timed input and the agreement frames
+    threshold: float
+    reference_probs: torch.Tensor
+    export_dir: Path
+    rows: list
+
+
+def reference_pipeline(model: ResNetRewardModel, images: torch.Tensor) -> torch.Tensor:
+    """The seed's inference: torch-op preprocessing and an eager float32 network."""
+    mean = torch.tensor(model.mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.std).view(1, 3, 1, 1)
+    x = images.permute(0, 3, 1, 2).float() / 255.0
+    x = (x - mean) / std
+    return torch.sigmoid(model.backbone_forward(x))
+
+
+def _render(frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``frames`` post-step frames and states of random-action PickCube episodes."""
+    env = ManiSkillEnv("PickCube-v1", pixels=True, image_size=SIZE, max_episode_steps=EPISODE_STEPS)
+    env.set_seed(0)
+    torch.manual_seed(0)
+    rollout = env.rollout(frames, break_when_any_done=False)
+    env.close()
+    return rollout["next", "pixels"][0], rollout["next", "observation"][0]
+
+
+def _proxy_model(frames: torch.Tensor, states: torch.Tensor) -> ResNetRewardModel:
+    """A ResNet-18 stand-in for a trained model, built in seconds from the rendered frames.
+
+    Batch-norm statistics are re-estimated on the frames (so activations have a trained
+    network's scale, which int8 calibration depends on), then the head is fitted, with weight
+    decay, to "gripper near the cube" (PickCube's tcp-to-cube distance below its median).
+    """
+    torch.manual_seed(0)
+    model = ResNetRewardModel(image_size=SIZE)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # a cumulative average over all batches
+    model.train()
+    with torch.no_grad():
+        for chunk in frames.split(32):
+            model.backbone(model.preprocess(chunk))
+    model.eval()
+    distance = states[:, 36:39].norm(dim=-1)  # tcp_to_obj_pos in PickCube's state
+    labels = (distance < distance.median()).float()
+    with torch.no_grad():
+        features = model.backbone(model.preprocess(frames))
+    optimizer = torch.optim.AdamW(model.head.parameters(), lr=1e-3, weight_decay=0.1)
+    for _ in range(60):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            model.head(features).squeeze(-1), labels
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def _median_gap(probs: torch.Tensor) -> float:
+    """A threshold halfway between the two middle probabilities: half the frames each side."""
+    ordered = probs.sort().values
+    middle = ordered.shape[0] // 2
+    return float(ordered[middle - 1 : middle + 1].mean())
+
+
+@pytest.fixture(scope="module")
+def workload(tmp_path_factory, pytestconfig) -> Workload:
+    if CHECKPOINT:
+        model = ResNetRewardModel.load(CHECKPOINT)
+        calibration, validation = frames_from_episodes(
+            EPISODES, max_calibration=CALIBRATION, max_validation=CHUNK
+        )
+        # Cycle the validation frames to a full chunk if there are fewer.
+        chunk = validation[torch.arange(CHUNK) % validation.shape[0]]
+    else:
+        frames, states = _render(CALIBRATION + CHUNK)
+        # Whole episodes apart: calibration frames first, the timed chunk after.
+        calibration, chunk = frames[:CALIBRATION], frames[CALIBRATION:]
+        model = _proxy_model(calibration, states[:CALIBRATION])
+    assert chunk.shape == (CHUNK, SIZE, SIZE, 3), "need 256 frames of 128 px"
+    with torch.no_grad():
+        reference_probs = reference_pipeline(model, chunk)
+    threshold = model.threshold if CHECKPOINT else _median_gap(reference_probs)
+    model.threshold = threshold
+    export_dir = tmp_path_factory.mktemp("export")
+    export_reward(model, export_dir, chunk, calibration_frames=calibration, fp16=True)
+    work = Workload(model, chunk.contiguous(), threshold, reference_probs, export_dir, [])
+    yield work
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(f"\n\nreward inference, {CHUNK} uint8 frames of {SIZE} px, best of {ROUNDS} rounds")
+        print("(speed-up: best times of the reference and the backend timed alternately)")
+        print(f"{'pipeline':22s} {'ms':>8s} {'frames/s':>9s} {'speed-up':>9s} {'agreement':>10s}")
+        for name, ms, speedup, agree in work.rows:
+            print(f"{name:22s} {ms:8.1f} {CHUNK / ms * 1e3:9.0f} {speedup:8.2f}x {agree:10.4f}")
+
+
+def _interleaved_best(run, work: Workload, rounds: int = 3) -> tuple[float, float]:
+    """Best seconds of the reference and of ``run``, timed alternately so load drifts cancel."""
+    reference = candidate = float("inf")
+    with torch.no_grad():
+        for _ in range(rounds):
+            start = time.perf_counter()
+            reference_pipeline(work.model, work.chunk)
+            reference = min(reference, time.perf_counter() - start)
+            start = time.perf_counter()
+            run()
+            candidate = min(candidate, time.perf_counter() - start)
+    return reference, candidate
+
+
+def _report(benchmark, work: Workload, name: str, probs: torch.Tensor, run=None) -> None:
+    best = benchmark.stats.stats.min
+    reference, candidate = _interleaved_best(run, work) if run is not None else (best, best)
+    agree = (probs.cpu() >= work.threshold) == (work.reference_probs >= work.threshold)
+    agreement = agree.float().mean().item()
+    speedup = reference / candidate
+    benchmark.extra_info.update(
+        {
+            "frames": CHUNK,
+            "image_size": SIZE,
+            "frames_per_s": CHUNK / best,
+            "speedup_vs_reference": speedup,
+            "reference_ms": reference * 1e3,
+            "label_agreement": agreement,
+            "max_abs_diff": (probs.cpu() - work.reference_probs).abs().max().item(),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
+    work.rows.append((name, best * 1e3, speedup, agreement))
+
+
+def test_reference_seed_pipeline(benchmark, workload):
+    with torch.no_grad():
+        probs = benchmark.pedantic(
+            reference_pipeline, args=(workload.model, workload.chunk), rounds=ROUNDS
+        )
+    _report(benchmark, workload, "reference (seed)", probs)
+
+
+def _backend(name: str, work: Workload) -> RewardBackend:
+    if name == "torch":
+        return TorchBackend(work.model, "cpu", chunk_size=CHUNK)
+    if name.startswith("onnxruntime"):
+        return OnnxBackend(work.export_dir / f"reward_{name.split('-')[1]}.onnx", chunk_size=CHUNK)
+    reason = tensorrt_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"TensorRT unusable: {reason}")
+    return TensorRTBackend(work.export_dir / "reward_fp16.onnx", "cuda", chunk_size=CHUNK)
+
+
+@pytest.mark.parametrize("name", ["torch", "onnxruntime-fp32", "onnxruntime-int8", "tensorrt"])
+def test_backend_end_to_end(benchmark, workload, name):
+    backend = _backend(name, workload)
+    chunk = workload.chunk.to(backend.device)
+
+    def run() -> torch.Tensor:
+        probs = backend(chunk)
+        if backend.device.type == "cuda":
+            torch.cuda.synchronize(backend.device)
+        return probs
+
+    probs = benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1)
+    _report(benchmark, workload, backend.name, probs, run)

@@ -1,0 +1,116 @@
+"""export_reward: the export folder, its manifest and its checks."""
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from torchrl_reward.data import write_episode
+from torchrl_reward.inference import (
+    export_reward,
+    file_sha256,
+    frames_from_episodes,
+    load_manifest,
+    load_validation_frames,
+)
+
+
+def test_writes_files_and_manifest(model, frames, export_dir):
+    names = {p.name for p in export_dir.iterdir()}
+    assert {"reward_fp32.onnx", "reward_int8.onnx", "reward_fp16.onnx"} <= names
+    assert {"validation_frames.pt", "export.json"} <= names
+    manifest = json.loads((export_dir / "export.json").read_text())
+    assert manifest["image_size"] == model.image_size and manifest["chunk_size"] == 16
+    backends = manifest["backends"]
+    assert backends["torch"]["ms_per_chunk"] > 0
+    fp32 = backends["onnxruntime-fp32"]
+    assert fp32["passed"] and fp32["agreement"] == 1.0 and fp32["max_abs_diff"] < 1e-4
+    assert fp32["sha256"] == file_sha256(export_dir / "reward_fp32.onnx")
+    assert fp32["frames"] == frames.shape[0] - 24
+    assert {"agreement", "passed", "path"} <= set(backends["onnxruntime-int8"])
+    assert backends["tensorrt-fp16"]["sha256"] == file_sha256(export_dir / "reward_fp16.onnx")
+    assert torch.equal(load_validation_frames(export_dir), frames[24:])
+
+
+def test_manifest_is_tied_to_the_weights(model, export_dir, tmp_path):
+    assert load_manifest(export_dir, model)["format"] == "torchrl_reward.export"
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.head[-1].weight.mul_(2)
+    with pytest.raises(ValueError, match="exported from other weights"):
+        load_manifest(export_dir, other)
+    with pytest.raises(FileNotFoundError, match="export the checkpoint first"):
+        load_manifest(tmp_path, model)
+    (tmp_path / "export.json").write_text("{truncated")
+    with pytest.raises(ValueError, match="unreadable"):
+        load_manifest(tmp_path, model)
+
+
+def test_validation_frames_are_checked(model, frames, tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        export_reward(model, tmp_path, frames[:0])
+    with pytest.raises(TypeError, match="uint8"):
+        export_reward(model, tmp_path, frames.float())
+
+
+def _write_episodes(root, frames, per_episode: int = 8) -> None:
+    for i, chunk in enumerate(frames.split(per_episode)):
+        t = chunk.shape[0]
+        success = torch.zeros(t, dtype=torch.bool)
+        success[-1] = i % 2 == 0
+        episode = TensorDict(
+            {
+                "pixels": chunk,
+                "observation": torch.zeros(t, 42),
+                "action": torch.zeros(t, 8),
+                "reward": torch.zeros(t),
+                "done": success.clone(),
+                "success": success,
+                "is_grasped": torch.zeros(t, dtype=torch.bool),
+            },
+            batch_size=[t],
+        )
+        folder = "success" if success.any() else "failure"
+        write_episode(root / folder / f"episode_{i:06d}.pkl", episode)
+
+
+def test_frames_from_episodes_splits_by_episode(frames, tmp_path):
+    _write_episodes(tmp_path, frames)  # 6 episodes of 8 frames
+    calibration, validation = frames_from_episodes(tmp_path, max_calibration=10)
+    assert calibration.shape == (10, *frames.shape[1:]) and validation.shape[0] == 24
+    rows = {bytes(f.numpy()) for f in validation}
+    assert not rows & {bytes(f.numpy()) for f in calibration}  # no shared episode
+    _write_episodes(tmp_path / "one", frames[:8])
+    with pytest.raises(ValueError, match="at least 2"):
+        frames_from_episodes(tmp_path / "one")
+
+
+def test_export_script(model, frames, tmp_path):
+    _write_episodes(tmp_path / "episodes", frames)
+    checkpoint = model.save(tmp_path / "reward.pt")
+    script = Path(__file__).resolve().parents[2] / "scripts" / "export_reward.py"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            f"checkpoint_path={checkpoint}",
+            f"episodes_dir={tmp_path / 'episodes'}",
+            "chunk_size=16",
+            "fp16=false",
+            "int8=false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "onnxruntime-fp32" in done.stdout and "passed" in done.stdout
+    manifest = load_manifest(tmp_path / "reward_export", model)
+    assert manifest["validation_frames"] == 24
+    assert set(manifest["backends"]) == {"torch", "onnxruntime-fp32"}

@@ -1,0 +1,60 @@
+"""TorchBackend: same probabilities as the model, options, GPU paths when a GPU is there."""
+
+import pytest
+import torch
+
+from torchrl_reward.inference import TorchBackend
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_matches_model_predict_proba(model, frames):
+    backend = TorchBackend(model, "cpu")
+    probs = backend(frames)
+    assert probs.shape == (frames.shape[0],) and probs.dtype == torch.float32
+    torch.testing.assert_close(probs, model.predict_proba(frames), atol=1e-5, rtol=1e-4)
+    plain = TorchBackend(model, "cpu", channels_last=False)
+    torch.testing.assert_close(plain(frames), probs, atol=1e-5, rtol=1e-4)
+    assert backend.name == "torch" and backend.image_size == model.image_size
+
+
+def test_copies_the_model(model, frames):
+    backend = TorchBackend(model, "cpu")
+    assert backend.model is not model
+    assert next(model.parameters()).is_contiguous()  # the caller's model keeps its format
+
+
+def test_bfloat16_autocast_on_cpu_is_close(model, frames):
+    backend = TorchBackend(model, "cpu", amp_dtype="bfloat16")
+    assert backend.name == "torch-bfloat16"
+    torch.testing.assert_close(backend(frames), model.predict_proba(frames), atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"amp_dtype": "float16"}, "float16 autocast needs a CUDA device"),
+        ({"amp_dtype": "int8"}, "amp_dtype must be one of"),
+        ({"cuda_graph": True}, "cuda_graph=True needs a CUDA device"),
+        ({"chunk_size": 0}, "chunk_size must be >= 1"),
+    ],
+)
+def test_bad_options(model, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TorchBackend(model, "cpu", **kwargs)
+
+
+@needs_gpu
+def test_cuda_graph_and_fp16_on_gpu(model, frames):
+    reference = model.predict_proba(frames)
+    backend = TorchBackend(model, "cuda", chunk_size=64, amp_dtype="float16", cuda_graph=True)
+    for n in (frames.shape[0], 5):  # a full-ish chunk and a short (padded) one
+        probs = backend(frames[:n].cuda())
+        assert probs.device.type == "cuda" and probs.shape == (n,)
+        torch.testing.assert_close(probs.cpu(), reference[:n], atol=1e-2, rtol=0)
+
+
+@pytest.mark.slow
+def test_compiled_matches_eager(model, frames):
+    compiled = TorchBackend(model, "cpu", compile=True)
+    torch.testing.assert_close(compiled(frames), model.predict_proba(frames), atol=1e-4, rtol=0)

@@ -1,0 +1,210 @@
+"""Export a reward checkpoint for the accelerated backends, with parity checks, in one folder.
+
+``export_reward`` writes, into ``out_dir``::
+
+    reward_fp32.onnx          ONNX Runtime (CPU), checked against float32 torch
+    reward_int8.onnx          ONNX Runtime int8, calibrated on recorded frames, kept if it passes
+    reward_fp16.onnx          the TensorRT engine's source (checked when the engine is built)
+    validation_frames.pt      the uint8 frames every parity check runs on
+    export.json               the manifest: model fingerprint, file hashes, parity, timings
+
+:func:`~torchrl_reward.inference.make_backend` reads the manifest: it only uses files whose
+parity passed, made from the same weights as the model it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+import torch
+
+from torchrl_reward.data import load_episodes
+from torchrl_reward.inference.base import RewardBackend, file_sha256, model_fingerprint
+from torchrl_reward.inference.onnx_backend import (
+    OnnxBackend,
+    _as_frames,
+    export_onnx,
+    quantize_onnx_int8,
+)
+from torchrl_reward.inference.parity import MIN_AGREEMENT, check_parity
+from torchrl_reward.inference.torch_backend import TorchBackend
+from torchrl_reward.models import ResNetRewardModel
+from torchrl_reward.utils import atomic_write
+
+MANIFEST = "export.json"
+VALIDATION_FRAMES = "validation_frames.pt"
+MANIFEST_FORMAT = "torchrl_reward.export"
+MANIFEST_VERSION = 1
+
+
+def time_chunk(backend: RewardBackend, frames: torch.Tensor, repeats: int = 3) -> float:
+    """Best-of-``repeats`` milliseconds to score one chunk (after one warm-up call)."""
+    chunk = frames[: backend.chunk_size].to(backend.device)
+    backend(chunk)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        backend(chunk)
+        if backend.device.type == "cuda":
+            torch.cuda.synchronize(backend.device)
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
+
+
+def export_reward(
+    model: ResNetRewardModel,
+    out_dir: str | os.PathLike,
+    validation_frames: torch.Tensor,
+    *,
+    calibration_frames: torch.Tensor | None = None,
+    fp16: bool = True,
+    min_agreement: float = MIN_AGREEMENT,
+    calibration_method: str = "minmax",
+    chunk_size: int = 256,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Export ``model`` to ONNX (fp32, int8, fp16), check parity on real frames, write a manifest.
+
+    Args:
+        model (ResNetRewardModel): the reward model.
+        out_dir (str or path): the folder to write (created if needed).
+        validation_frames (torch.Tensor): uint8 ``[N, s, s, 3]`` recorded frames, distinct from
+            the calibration frames; labels at the model's threshold are compared on them.
+
+    Keyword Args:
+        calibration_frames (torch.Tensor, optional): uint8 frames for int8 calibration.
+            Defaults to ``None`` (no int8 export).
+        fp16 (bool, optional): also write the float16 ONNX for TensorRT. Defaults to ``True``.
+        min_agreement (float, optional): label agreement a backend needs to be used.
+            Defaults to ``0.995``.
+        calibration_method (str, optional): see :func:`quantize_onnx_int8`.
+            Defaults to ``"minmax"``.
+        chunk_size (int, optional): the batch timings are measured on. Defaults to ``256``.
+        threads (int, optional): ONNX Runtime intra-op threads. Defaults to ``None``.
+
+    Returns:
+        dict: the manifest written to ``out_dir/export.json``.
+    """
+    size = model.image_size
+    frames = _as_frames(validation_frames, size, "validation_frames")
+    if frames.shape[0] == 0:
+        raise ValueError("export_reward: validation_frames is empty; pass recorded frames.")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reference = TorchBackend(model, "cpu", chunk_size=chunk_size, channels_last=False)
+    entries: dict[str, dict[str, Any]] = {
+        "torch": {"ms_per_chunk": time_chunk(reference, frames), "passed": True}
+    }
+
+    def check(name: str, path: Path) -> None:
+        backend = OnnxBackend(path, chunk_size=chunk_size, threads=threads)
+        report = check_parity(
+            backend, reference, frames, threshold=model.threshold, min_agreement=min_agreement
+        )
+        entries[name] = {
+            "path": path.name,
+            "sha256": file_sha256(path),
+            **report.as_dict(),
+            "ms_per_chunk": time_chunk(backend, frames) if report.passed else None,
+        }
+
+    fp32_path = export_onnx(model, out_dir / "reward_fp32.onnx")
+    check("onnxruntime-fp32", fp32_path)
+    if calibration_frames is not None:
+        int8_path = quantize_onnx_int8(
+            fp32_path,
+            out_dir / "reward_int8.onnx",
+            _as_frames(calibration_frames, size, "calibration_frames"),
+            method=calibration_method,
+        )
+        check("onnxruntime-int8", int8_path)
+    if fp16:
+        fp16_path = export_onnx(model, out_dir / "reward_fp16.onnx", half=True)
+        # Its parity is checked on the GPU, when TensorRT builds the engine from this file.
+        entries["tensorrt-fp16"] = {"path": fp16_path.name, "sha256": file_sha256(fp16_path)}
+    with atomic_write(out_dir / VALIDATION_FRAMES, "wb") as f:
+        torch.save(frames, f)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "fingerprint": model_fingerprint(model),
+        "image_size": size,
+        "threshold": model.threshold,
+        "min_agreement": min_agreement,
+        "chunk_size": chunk_size,
+        "validation_frames": int(frames.shape[0]),
+        "host": {
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "onnxruntime": ort.__version__,
+        },
+        "backends": entries,
+    }
+    with atomic_write(out_dir / MANIFEST, "w") as f:
+        json.dump(manifest, f, indent=2)
+    return manifest
+
+
+def _evenly(frames: torch.Tensor, limit: int) -> torch.Tensor:
+    """At most ``limit`` frames, spread evenly over ``frames``."""
+    if frames.shape[0] <= limit:
+        return frames
+    return frames[torch.linspace(0, frames.shape[0] - 1, limit).round().long()]
+
+
+def frames_from_episodes(
+    root: str | os.PathLike, *, max_calibration: int = 256, max_validation: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Calibration and validation frames from recorded episodes, split by episode.
+
+    Alternate episodes (success and failure folders alike) go to calibration and validation,
+    so no frame of a validation episode was seen by the calibrator; each side is then thinned
+    evenly to its cap.
+
+    Returns:
+        ``(calibration, validation)``: uint8 ``[N, H, W, 3]`` tensors.
+    """
+    episodes, _, _ = load_episodes(root)
+    if len(episodes) < 2:
+        raise ValueError(
+            f"{str(root)!r} holds {len(episodes)} readable episode(s); export needs at least 2 "
+            "(one to calibrate, one to validate)."
+        )
+    calibration = torch.cat([episode["pixels"] for episode in episodes[0::2]])
+    validation = torch.cat([episode["pixels"] for episode in episodes[1::2]])
+    return _evenly(calibration, max_calibration), _evenly(validation, max_validation)
+
+
+def load_manifest(export_dir: str | os.PathLike, model: ResNetRewardModel) -> dict[str, Any]:
+    """The manifest of ``export_dir``, checked to come from ``model``'s exact weights."""
+    path = Path(export_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No {MANIFEST} in {str(export_dir)!r}; export the checkpoint first: "
+            "python scripts/export_reward.py checkpoint_path=... out_dir=..."
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{str(path)!r} is unreadable (corrupt?): {err}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{str(path)!r} is not a torchrl_reward export manifest.")
+    if manifest.get("fingerprint") != model_fingerprint(model):
+        raise ValueError(
+            f"{str(export_dir)!r} was exported from other weights than this model; re-run "
+            "scripts/export_reward.py on this checkpoint."
+        )
+    return manifest
+
+
+def load_validation_frames(export_dir: str | os.PathLike) -> torch.Tensor:
+    """The uint8 frames the export's parity checks ran on."""
+    return torch.load(Path(export_dir) / VALIDATION_FRAMES, weights_only=True)

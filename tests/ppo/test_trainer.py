@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from torchrl_reward.config import load_config
+from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.ppo import train_ppo
 from torchrl_reward.ppo.checkpoint import checkpoint_path
 
@@ -70,4 +71,34 @@ def test_resume_rejects_incompatible_checkpoint(first_run, tmp_path):
 def test_resume_from_missing_checkpoint_says_where(tmp_path):
     cfg = load_config("ppo", [*SMALL, f"runner.resume_dir={tmp_path / 'nope'}"])
     with pytest.raises(FileNotFoundError, match="No PPO checkpoint"):
+        train_ppo(cfg, tmp_path)
+
+
+def test_learned_reward_run_logs_model_rewards_and_agreement(tmp_path):
+    """``reward=resnet``: the model's rewards replace the env's, with timing and agreement."""
+    model_path = ResNetRewardModel(image_size=64).save(tmp_path / "reward.pt")
+    cfg = load_config(
+        "ppo",
+        [
+            *SMALL,
+            "ppo.total_frames=40",
+            "eval.interval=0",
+            "env.image_size=64",
+            "reward=resnet",
+            f"reward.resnet.checkpoint_path={model_path}",
+            "reward.device=cpu",
+        ],
+    )
+    metrics = train_ppo(cfg, tmp_path / "run")
+    assert 0.0 <= metrics["rollout/rewards"] <= 1.0  # probabilities, not the dense reward
+    assert metrics["time/compute_model_rewards"] > 0.0
+    for key in ("precision", "recall", "fpr", "accuracy"):
+        assert f"reward_model/{key}" in metrics
+    rows = (tmp_path / "run/logs/scalars/reward_model/fpr.csv").read_text().splitlines()
+    assert len(rows) == 2
+
+
+def test_learned_reward_without_checkpoint_says_how(tmp_path):
+    cfg = load_config("ppo", [*SMALL, "reward=resnet"])
+    with pytest.raises(ValueError, match=r"reward.resnet.checkpoint_path"):
         train_ppo(cfg, tmp_path)

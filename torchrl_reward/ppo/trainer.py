@@ -147,13 +147,13 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     use_model = bool(cfg.reward.get("use_reward_model", False))
     pixels = bool(cfg.collect.enabled) or use_model
 
+    reward_transform = make_reward_transform(cfg.reward) if use_model else None
     env = make_env(cfg.env, pixels=pixels)
     recorder = None
     if cfg.collect.enabled:
         recorder = make_recorder({**cfg.collect, "seed": cfg.seed})
         env = TransformedEnv(env, recorder)
     env.set_seed(cfg.seed)
-    reward_transform = make_reward_transform(cfg.reward) if use_model else None
 
     obs_dim = env.observation_spec["observation"].shape[-1]
     actor, critic = make_ppo_models(

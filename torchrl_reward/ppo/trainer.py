@@ -174,18 +174,17 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         actor.load_state_dict(state["actor"])
         critic.load_state_dict(state["critic"])
         collected, iteration = state["collected_frames"], state["iteration"]
-        if state.get("reward") == reward_name:
-            target_frames = state["target_frames"]  # an interrupted run: finish it
-        else:
-            target_frames = collected + int(p.total_frames)  # warm start on another reward
+        if state.get("reward") == reward_name:  # an interrupted run: finish it
+            target_frames = state["target_frames"]
+            optim.load_state_dict(state["optim"])
+        else:  # a warm start on another reward: a fresh budget and optimiser
+            target_frames = collected + int(p.total_frames)
             log.info(
                 "Warm start from %s (%s reward) on the %s reward",
                 cfg.runner.resume_dir,
                 state.get("reward"),
                 reward_name,
             )
-        if state.get("reward") == reward_name:
-            optim.load_state_dict(state["optim"])
 
     batch_envs = env.batch_size.numel()
     frames_per_batch = batch_envs * p.num_steps

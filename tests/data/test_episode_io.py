@@ -1,9 +1,6 @@
 """Episode files: RLinf layout, plain-pickle loading, validation, skipping, atomic writes."""
 
-import contextlib
 import pickle
-import resource
-import signal
 
 import numpy as np
 import pytest
@@ -54,19 +51,6 @@ def _rlinf_record(length: int = 3) -> dict:
         for t in range(length)
     ]
     return {"frames": frames, "success": False, "label": 0}
-
-
-@contextlib.contextmanager
-def _file_size_limit(limit: int):
-    """Make writes past ``limit`` bytes fail with EFBIG, as on a full disk."""
-    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
-    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old_limit[1]))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
-        signal.signal(signal.SIGXFSZ, old_handler)
 
 
 @pytest.mark.parametrize("compress", [False, True], ids=["raw", "zlib"])
@@ -193,9 +177,9 @@ def test_write_episode_rejects_bad_input(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_full_disk_leaves_no_file(tmp_path):
+def test_full_disk_leaves_no_file(tmp_path, file_size_limit):
     path = tmp_path / "success" / "episode_000000.pkl"
     path.parent.mkdir()
-    with _file_size_limit(16_384), pytest.raises(OSError, match="too large"):
+    with file_size_limit(16_384), pytest.raises(OSError, match="too large"):
         write_episode(path, _episode(length=8, size=64))
     assert not list(path.parent.iterdir())

@@ -11,7 +11,6 @@ import ctypes
 import ctypes.util
 import os
 import re
-import time
 from collections.abc import Callable
 
 import pytest
@@ -39,16 +38,6 @@ def _torch_op_chain(
     return ((x - mean) / std).to(dtype)
 
 
-def _best_seconds(fn: Callable[[], object], rounds: int = ROUNDS) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def _rss_kb(field: str) -> int:
     with open("/proc/self/status") as f:
         return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.MULTILINE).group(1))
@@ -74,7 +63,7 @@ def _peak_added_mb(fn: Callable[[], object]) -> float | None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("size", [None, (112, 112)], ids=["128px", "resize112"])
-def test_preprocess_vs_torch_chain(benchmark, size, dtype):
+def test_preprocess_vs_torch_chain(benchmark, best_seconds, size, dtype):
     images = torch.randint(
         0, 256, CHUNK, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
     )
@@ -88,8 +77,8 @@ def test_preprocess_vs_torch_chain(benchmark, size, dtype):
     def op():
         return preprocess(images, MEAN, STD, size=size, dtype=dtype)
 
-    chain_s = _best_seconds(chain)
-    fallback_s = _best_seconds(fallback)
+    chain_s = best_seconds(chain, ROUNDS)
+    fallback_s = best_seconds(fallback, ROUNDS)
     out = benchmark.pedantic(op, rounds=ROUNDS * 2, warmup_rounds=1)
     op_s = benchmark.stats.stats.min
     torch.testing.assert_close(out.float(), chain().float(), atol=2e-3, rtol=0)

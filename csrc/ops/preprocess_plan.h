@@ -11,6 +11,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 
 namespace torchrl_reward {
@@ -20,6 +21,29 @@ namespace detail {
 // "torch.float32" rather than "Float": the name Python users write.
 inline std::string dtype_name(at::ScalarType dtype) {
   return "torch." + std::string(c10::getDtypeNames(dtype).first);
+}
+
+// Numbers in error messages are formatted with the C library, not iostreams:
+// an extension built by one g++ and loaded beside another libstdc++ crashed
+// inserting an int64 into an ostream (seen on a CUDA 13 / torch 2.11 image).
+inline std::string number_str(int64_t value) {
+  return std::to_string(value);
+}
+
+inline std::string number_str(double value) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof(buffer), "%g", value);
+  return buffer;
+}
+
+// "[2, 8, 8, 3]": a shape or value list as Python prints it.
+template <typename T>
+std::string list_str(c10::ArrayRef<T> values) {
+  std::string out = "[";
+  for (size_t i = 0; i < values.size(); ++i) {
+    out += (i ? ", " : "") + number_str(values[i]);
+  }
+  return out + "]";
 }
 
 struct PreprocessPlan {
@@ -48,19 +72,19 @@ inline PreprocessPlan make_plan(
   TORCH_CHECK_VALUE(
       images.dim() == 4 && images.size(3) == 3,
       "preprocess: images must have shape [N, H, W, 3] (channels last, RGB), got ",
-      images.sizes(),
+      list_str(images.sizes()),
       "; for [N, 3, H, W] use images.permute(0, 2, 3, 1).contiguous()");
   TORCH_CHECK_VALUE(
       images.is_contiguous(),
       "preprocess: images must be contiguous, got shape ",
-      images.sizes(),
+      list_str(images.sizes()),
       " with strides ",
-      images.strides(),
+      list_str(images.strides()),
       "; call images.contiguous()");
   TORCH_CHECK_VALUE(
       images.numel() > 0,
       "preprocess: images of shape ",
-      images.sizes(),
+      list_str(images.sizes()),
       " hold no pixels; pass a non-empty batch");
   TORCH_CHECK_TYPE(
       dtype == at::kFloat || dtype == at::kHalf,
@@ -69,9 +93,9 @@ inline PreprocessPlan make_plan(
   TORCH_CHECK_VALUE(
       mean.size() == 3 && std.size() == 3,
       "preprocess: mean and std need one value per RGB channel, got ",
-      mean,
+      list_str(mean),
       " and ",
-      std);
+      list_str(std));
 
   PreprocessPlan plan{};
   plan.batch = images.size(0);
@@ -84,7 +108,7 @@ inline PreprocessPlan make_plan(
     TORCH_CHECK_VALUE(
         hw.size() == 2 && hw[0] > 0 && hw[1] > 0,
         "preprocess: size must be [height, width] with positive values, got ",
-        hw);
+        list_str(hw));
     plan.out_h = hw[0];
     plan.out_w = hw[1];
   }
@@ -93,9 +117,9 @@ inline PreprocessPlan make_plan(
     TORCH_CHECK_VALUE(
         std::isfinite(std[c]) && std[c] != 0.0 && std::isfinite(mean[c]),
         "preprocess: mean must be finite and std finite and non-zero, got mean ",
-        mean,
+        list_str(mean),
         " and std ",
-        std);
+        list_str(std));
     plan.scale[c] = static_cast<float>(1.0 / (255.0 * std[c]));
     plan.bias[c] = static_cast<float>(-mean[c] / std[c]);
   }

@@ -19,10 +19,12 @@ the real checkpoint decides whether int8 is used.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -61,8 +63,8 @@ class Workload:
 
 def reference_pipeline(model: ResNetRewardModel, images: torch.Tensor) -> torch.Tensor:
     """The seed's inference: torch-op preprocessing and an eager float32 network."""
-    mean = torch.tensor(model.mean).view(1, 3, 1, 1)
-    std = torch.tensor(model.std).view(1, 3, 1, 1)
+    mean = torch.tensor(model.mean, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(model.std, device=images.device).view(1, 3, 1, 1)
     x = images.permute(0, 3, 1, 2).float() / 255.0
     x = (x - mean) / std
     return torch.sigmoid(model.backbone_forward(x))
@@ -144,29 +146,51 @@ def workload(tmp_path_factory, pytestconfig) -> Workload:
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
         print(f"\n\nreward inference, {CHUNK} uint8 frames of {SIZE} px, best of {ROUNDS} rounds")
-        print("(speed-up: best times of the reference and the backend timed alternately)")
+        print("(speed-up: best times of the reference and the backend timed alternately;")
+        print(" GPU rows against the reference on the same GPU)")
         print(f"{'pipeline':22s} {'ms':>8s} {'frames/s':>9s} {'speed-up':>9s} {'agreement':>10s}")
         for name, ms, speedup, agree in work.rows:
             print(f"{name:22s} {ms:8.1f} {CHUNK / ms * 1e3:9.0f} {speedup:8.2f}x {agree:10.4f}")
 
 
-def _interleaved_best(run, work: Workload, rounds: int = 3) -> tuple[float, float]:
-    """Best seconds of the reference and of ``run``, timed alternately so load drifts cancel."""
-    reference = candidate = float("inf")
+def _cpu_reference(work: Workload) -> Callable[[], torch.Tensor]:
+    return lambda: reference_pipeline(work.model, work.chunk)
+
+
+def _cuda_reference(work: Workload) -> Callable[[], torch.Tensor]:
+    """The seed's pipeline on the GPU: the fair baseline for a CUDA backend."""
+    model = copy.deepcopy(work.model).cuda()
+    chunk = work.chunk.cuda()
+
+    def run() -> torch.Tensor:
+        probs = reference_pipeline(model, chunk)
+        torch.cuda.synchronize()
+        return probs
+
+    return run
+
+
+def _interleaved_best(run, reference, rounds: int = 3) -> tuple[float, float]:
+    """Best seconds of ``reference`` and of ``run``, timed alternately so load drifts cancel."""
+    reference_s = candidate = float("inf")
     with torch.no_grad():
+        reference()  # warm-up
         for _ in range(rounds):
             start = time.perf_counter()
-            reference_pipeline(work.model, work.chunk)
-            reference = min(reference, time.perf_counter() - start)
+            reference()
+            reference_s = min(reference_s, time.perf_counter() - start)
             start = time.perf_counter()
             run()
             candidate = min(candidate, time.perf_counter() - start)
-    return reference, candidate
+    return reference_s, candidate
 
 
-def _report(benchmark, work: Workload, name: str, probs: torch.Tensor, run=None) -> None:
+def _report(
+    benchmark, work: Workload, name: str, probs: torch.Tensor, run=None, reference=None
+) -> None:
     best = benchmark.stats.stats.min
-    reference, candidate = _interleaved_best(run, work) if run is not None else (best, best)
+    reference = reference or _cpu_reference(work)
+    reference, candidate = _interleaved_best(run, reference) if run is not None else (best, best)
     agree = (probs.cpu() >= work.threshold) == (work.reference_probs >= work.threshold)
     agreement = agree.float().mean().item()
     speedup = reference / candidate
@@ -193,7 +217,19 @@ def test_reference_seed_pipeline(benchmark, workload):
     _report(benchmark, workload, "reference (seed)", probs)
 
 
+CUDA_TORCH_VARIANTS = {
+    "torch-cuda": {},
+    "torch-cuda-fp16": dict(amp_dtype="float16"),
+    "torch-cuda-fp16-graph": dict(amp_dtype="float16", cuda_graph=True),
+    "torch-cuda-bf16-compile": dict(amp_dtype="bfloat16", compile=True),
+}
+
+
 def _backend(name: str, work: Workload) -> RewardBackend:
+    if name in CUDA_TORCH_VARIANTS:
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA GPU")
+        return TorchBackend(work.model, "cuda", chunk_size=CHUNK, **CUDA_TORCH_VARIANTS[name])
     if name == "torch":
         return TorchBackend(work.model, "cpu", chunk_size=CHUNK)
     if name.startswith("onnxruntime"):
@@ -204,7 +240,10 @@ def _backend(name: str, work: Workload) -> RewardBackend:
     return TensorRTBackend(work.export_dir / "reward_fp16.onnx", "cuda", chunk_size=CHUNK)
 
 
-@pytest.mark.parametrize("name", ["torch", "onnxruntime-fp32", "onnxruntime-int8", "tensorrt"])
+@pytest.mark.parametrize(
+    "name",
+    ["torch", "onnxruntime-fp32", "onnxruntime-int8", *CUDA_TORCH_VARIANTS, "tensorrt"],
+)
 def test_backend_end_to_end(benchmark, workload, name):
     backend = _backend(name, workload)
     chunk = workload.chunk.to(backend.device)
@@ -216,4 +255,6 @@ def test_backend_end_to_end(benchmark, workload, name):
         return probs
 
     probs = benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1)
-    _report(benchmark, workload, backend.name, probs, run)
+    on_gpu = backend.device.type == "cuda"
+    reference = _cuda_reference(workload) if on_gpu else None
+    _report(benchmark, workload, name if on_gpu else backend.name, probs, run, reference)

@@ -30,8 +30,8 @@ pytestmark = pytest.mark.skipif(not has_ops(), reason="torchrl_reward._C is not 
 def _torch_op_chain(
     images: torch.Tensor, size: tuple[int, int] | None, dtype: torch.dtype
 ) -> torch.Tensor:
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
+    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
     x = images.permute(0, 3, 1, 2).float() / 255
     if size is not None:
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
@@ -106,4 +106,39 @@ def test_preprocess_vs_torch_chain(benchmark, best_seconds, size, dtype):
         f"peak added memory op {info['op_peak_added_mb']} MB, "
         f"chain {info['torch_chain_peak_added_mb']} MB; "
         f"load average {info['load_average_1min']:.1f}"
+    )
+
+
+def _synchronized(fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    def run() -> torch.Tensor:
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+
+    return run
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("size", [None, (112, 112)], ids=["128px", "resize112"])
+def test_preprocess_cuda_vs_torch_chain(benchmark, best_seconds, size, dtype):
+    """The CUDA kernel against the same torch-op chain on the GPU (one 256-frame chunk)."""
+    images = torch.randint(0, 256, CHUNK, dtype=torch.uint8, device="cuda")
+    chain = _synchronized(lambda: _torch_op_chain(images, size, dtype))
+    op = _synchronized(lambda: preprocess(images, MEAN, STD, size=size, dtype=dtype))
+    chain_s = best_seconds(chain, ROUNDS * 4)
+    out = benchmark.pedantic(op, rounds=ROUNDS * 4, warmup_rounds=2)
+    op_s = benchmark.stats.stats.min
+    torch.testing.assert_close(out.float(), chain().float(), atol=2e-3, rtol=0)
+    info = {
+        "device": torch.cuda.get_device_name(),
+        "op_us": op_s * 1e6,
+        "torch_chain_us": chain_s * 1e6,
+        "speedup_vs_torch_chain": chain_s / op_s,
+    }
+    benchmark.extra_info.update(info)
+    print(
+        f"\npreprocess cuda {CHUNK} -> {size or 'same size'} {dtype}: op {info['op_us']:.0f} us, "
+        f"torch chain {info['torch_chain_us']:.0f} us ({info['speedup_vs_torch_chain']:.1f}x) "
+        f"on {info['device']}"
     )

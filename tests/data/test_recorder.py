@@ -261,3 +261,20 @@ def test_processes_share_ids_and_targets_and_survive_kill_9(tmp_path):
     restarted.close()
     # The survivor exited with two episodes still queued: the exit hook wrote them.
     assert _names(exit_dir) == ["failure/episode_000000.pkl", "failure/episode_000001.pkl"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (GPU physx)")
+def test_gpu_batched_env_records_every_episode(tmp_path):
+    gpu_env = make_env(num_envs=4, max_episode_steps=3, sim_backend="gpu")
+    collector = Collector(
+        TransformedEnv(gpu_env, EpisodeRecorder(tmp_path)), frames_per_batch=24, total_frames=24
+    )
+    batch = next(iter(collector)).reshape(4, 6)  # [env, time]: two 3-step episodes per env
+    collector.shutdown()
+
+    episodes = [load_episode(p) for p in list_episode_files(tmp_path)]
+    assert len(episodes) == 8
+    expected = [batch[i, s : s + 3]["next", "pixels"].cpu() for i in range(4) for s in (0, 3)]
+    for episode in episodes:
+        assert episode["pixels"].shape == (3, 64, 64, 3)
+        assert any(torch.equal(episode["pixels"], frames) for frames in expected)

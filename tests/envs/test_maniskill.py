@@ -8,6 +8,7 @@ from torchrl.envs import ParallelEnv
 from torchrl.envs.utils import check_env_specs
 
 from torchrl_reward.envs import ManiSkillEnv
+from torchrl_reward.envs.maniskill import _resolve_backends
 
 pytestmark = pytest.mark.slow
 
@@ -103,3 +104,39 @@ def test_bad_arguments_raise_clear_errors(kwargs, error, match):
 def test_gpu_sim_without_gpu_says_so():
     with pytest.raises(RuntimeError, match="sim_backend='gpu' needs a CUDA device"):
         ManiSkillEnv(sim_backend="gpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (GPU physx)")
+def test_gpu_sim_batches_envs_and_resets_partially():
+    env = ManiSkillEnv(
+        "PickCube-v1",
+        pixels=True,
+        num_envs=4,
+        image_size=64,
+        max_episode_steps=10,
+        sim_backend="gpu",
+    )
+    try:
+        assert env.batch_size == torch.Size([4])
+        check_env_specs(env, seed=0)
+        td = env.reset()
+        for _ in range(3):
+            td = env.step(td.set("action", env.action_spec.rand()))["next"]
+        assert td["pixels"].shape == (4, 64, 64, 3)
+        assert td["pixels"].dtype == torch.uint8
+        stepped = td["observation"].clone()
+        mask = torch.tensor([True, False, False, False], device=env.device).reshape(4, 1)
+        out = env.reset(td.set("_reset", mask))
+        torch.testing.assert_close(out["observation"][1:], stepped[1:])
+        assert not torch.equal(out["observation"][0], stepped[0])
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize(
+    ("has_cuda", "num_envs", "expected"),
+    [(False, 1, ("cpu", "cpu")), (True, 1, ("cpu", "gpu")), (True, 8, ("gpu", "gpu"))],
+)
+def test_auto_backends_follow_maniskill_defaults(monkeypatch, has_cuda, num_envs, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: has_cuda)
+    assert _resolve_backends("auto", "auto", num_envs) == expected

@@ -170,3 +170,13 @@ def test_script_trains_from_the_command_line(reward_dataset, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "best model:" in done.stdout
     assert ResNetRewardModel.load(tmp_path / "run" / "reward_model_best.pt").image_size == 32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_mixed_precision_training_on_gpu(reward_dataset, tmp_path):
+    result = train_reward_model(_config(reward_dataset, tmp_path, device="cuda"))
+    assert len(result.history) == 2
+    assert all(torch.isfinite(torch.tensor(row["train/loss"])) for row in result.history)
+    model = ResNetRewardModel.load(result.best_path)
+    assert next(model.parameters()).dtype == torch.float32
+    assert model.threshold == result.threshold

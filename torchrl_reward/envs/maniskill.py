@@ -27,10 +27,11 @@ _INFO_KEYS = ("success", "is_grasped")
 
 
 def _resolve_backends(sim_backend: str, render_backend: str, num_envs: int) -> tuple[str, str]:
-    """Choose GPU physx when CUDA is there (or asked for), CPU physx otherwise."""
+    """ManiSkill's own defaults: GPU physx for batched envs when CUDA is there, CPU physx for one
+    env; rendering on the GPU whenever CUDA is there (lavapipe on the CPU otherwise)."""
     has_cuda = torch.cuda.is_available()
     if sim_backend == "auto":
-        sim_backend = "gpu" if has_cuda else "cpu"
+        sim_backend = "gpu" if has_cuda and num_envs > 1 else "cpu"
     if sim_backend not in ("cpu", "gpu"):
         raise ValueError(f"sim_backend must be 'auto', 'cpu' or 'gpu', got {sim_backend!r}.")
     if sim_backend == "gpu" and not has_cuda:
@@ -44,7 +45,7 @@ def _resolve_backends(sim_backend: str, render_backend: str, num_envs: int) -> t
             "torchrl.envs.ParallelEnv(n, lambda: ManiSkillEnv(..., num_envs=1)) for more."
         )
     if render_backend == "auto":
-        render_backend = "gpu" if sim_backend == "gpu" else "cpu"
+        render_backend = "gpu" if has_cuda else "cpu"
     if render_backend not in ("cpu", "gpu"):
         raise ValueError(f"render_backend must be 'auto', 'cpu' or 'gpu', got {render_backend!r}.")
     return sim_backend, render_backend
@@ -195,7 +196,8 @@ class ManiSkillEnv(ManiSkillWrapper):
         reward_mode (str, optional): ``"normalized_dense"``, ``"dense"`` or ``"sparse"``.
             Defaults to ``"normalized_dense"``.
         sim_backend / render_backend (str, optional): ``"auto"``, ``"cpu"`` or ``"gpu"``;
-            ``"auto"`` picks GPU physx when CUDA is there. Defaults to ``"auto"``.
+            ``"auto"`` simulates on the GPU when CUDA is there and ``num_envs > 1``, and renders
+            on the GPU whenever CUDA is there. Defaults to ``"auto"``.
         ignore_terminations (bool, optional): keep stepping after success (episodes end only by
             truncation). Defaults to ``False``.
         camera_eye / camera_target / camera_fov: the goal camera's placement.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,20 @@ def _as_size(size: int | Sequence[int] | None) -> list[int] | None:
     if isinstance(size, int):
         return [size, size]
     return [int(s) for s in size]
+
+
+@lru_cache(maxsize=32)
+def _affine(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``scale`` and ``bias`` of ``(x / 255 - mean) / std``, ``[1, 3, 1, 1]``.
+
+    Cached per device: a CUDA graph cannot record the host-to-device copy that builds them, so
+    the warm-up calls before a capture create them once.
+    """
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=device).view(1, 3, 1, 1)
+    bias = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], device=device)
+    return scale, bias.view(1, 3, 1, 1)
 
 
 def preprocess(
@@ -99,8 +114,5 @@ def preprocess_torch(
         x = F.interpolate(
             x, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=False
         )
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=x.device).view(1, 3, 1, 1)
-    bias = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], device=x.device).view(
-        1, 3, 1, 1
-    )
+    scale, bias = _affine(tuple(mean), tuple(std), x.device)
     return torch.addcmul(bias, x, scale).to(dtype)

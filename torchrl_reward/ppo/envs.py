@@ -20,6 +20,7 @@ def env_kwargs(env_cfg: Any, *, pixels: bool) -> dict[str, Any]:
         control_mode=env_cfg.control_mode,
         reward_mode=env_cfg.reward_mode,
         sim_backend=env_cfg.sim_backend,
+        render_backend=env_cfg.get("render_backend", "auto"),
         ignore_terminations=env_cfg.ignore_terminations,
     )
 

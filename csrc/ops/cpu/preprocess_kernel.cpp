@@ -9,9 +9,9 @@
 #endif
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace torchrl_reward {
@@ -32,6 +32,16 @@ namespace {
 // loops vectorise at every x86 level (compilers keep a cast to at::Half or
 // _Float16 scalar without AVX512-FP16).
 using half_bits_t = uint16_t;
+
+// std::bit_cast without C++20: torch's extension builder picks the language
+// standard (C++17 in older torch releases). Compilers lower the copy to a move.
+template <typename To, typename From>
+C10_ALWAYS_INLINE To bits_as(From value) {
+  static_assert(sizeof(To) == sizeof(From), "bits_as keeps the size");
+  To out;
+  std::memcpy(&out, &value, sizeof(To));
+  return out;
+}
 static_assert(sizeof(half_bits_t) == sizeof(at::Half), "float16 is 2 bytes");
 
 // Round to nearest even, subnormals, overflow to inf and NaN included: the
@@ -40,14 +50,14 @@ static_assert(sizeof(half_bits_t) == sizeof(at::Half), "float16 is 2 bytes");
 // selects, which AVX2 and SSE cannot vectorise. Checked against a hardware
 // conversion on all 2^32 float bit patterns.
 C10_ALWAYS_INLINE half_bits_t half_bits(float f) {
-  const int32_t w = std::bit_cast<int32_t>(f);
+  const int32_t w = bits_as<int32_t>(f);
   const int32_t abs_w = w & 0x7fffffff;
   // Power-of-two scalings: exact, or inf for values beyond the float16 range.
-  float base = (std::bit_cast<float>(abs_w) * 0x1.0p+112f) * 0x1.0p-110f;
+  float base = (bits_as<float>(abs_w) * 0x1.0p+112f) * 0x1.0p-110f;
   // Adding a power of two just above |f| rounds its mantissa to 10 bits.
   const int32_t exponent = std::max(abs_w >> 23, 113);
-  base += std::bit_cast<float>((exponent + 15) << 23);
-  const int32_t bits = std::bit_cast<int32_t>(base);
+  base += bits_as<float>((exponent + 15) << 23);
+  const int32_t bits = bits_as<int32_t>(base);
   const int32_t nonsign = ((bits >> 13) & 0x7c00) + (bits & 0x0fff);
   const int32_t nan = -static_cast<int32_t>(abs_w > 0x7f800000);
   return static_cast<half_bits_t>(
@@ -319,7 +329,7 @@ at::Tensor preprocess_cpu(
   TORCH_CHECK_VALUE(
       images.device().is_cpu(),
       "preprocess (CPU kernel): images must be on the CPU, got device ",
-      images.device());
+      images.device().str());
   const auto plan = detail::make_plan(images, mean, std, size, dtype);
   at::Tensor out =
       at::empty({plan.batch, 3, plan.out_h, plan.out_w}, images.options().dtype(dtype));

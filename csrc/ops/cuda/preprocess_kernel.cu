@@ -226,17 +226,17 @@ at::Tensor preprocess_cuda(
   TORCH_CHECK_VALUE(
       images.is_cuda(),
       "preprocess (CUDA kernel): images must be a CUDA tensor, got device ",
-      images.device(),
+      images.device().str(),
       "; move them with images.cuda() or call the op on the CPU tensor");
   const auto plan = detail::make_plan(images, mean, std, size, dtype);
   TORCH_CHECK_VALUE(
       plan.in_h * plan.in_w * 3 <= INT_MAX && plan.out_h * plan.out_w * 3 <= INT_MAX,
       "preprocess (CUDA kernel): images of shape ",
-      images.sizes(),
+      detail::list_str(images.sizes()),
       " resized to ",
-      plan.out_h,
+      detail::number_str(plan.out_h),
       "x",
-      plan.out_w,
+      detail::number_str(plan.out_w),
       " exceed 2^31 values per image");
   const c10::cuda::CUDAGuard device_guard(images.device());
   at::Tensor out =

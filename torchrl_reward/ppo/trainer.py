@@ -170,7 +170,11 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     reward_name = "resnet" if use_model else cfg.env.reward_mode
     collected, iteration, target_frames = 0, 0, int(p.total_frames)
     if cfg.runner.resume_dir:
-        state = load_checkpoint(cfg.runner.resume_dir, expect=identity)
+        try:
+            state = load_checkpoint(cfg.runner.resume_dir, expect=identity)
+        except (FileNotFoundError, ValueError, RuntimeError):
+            env.close()  # no worker processes left behind by a bad checkpoint
+            raise
         actor.load_state_dict(state["actor"])
         critic.load_state_dict(state["critic"])
         collected, iteration = state["collected_frames"], state["iteration"]

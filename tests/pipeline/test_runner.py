@@ -2,16 +2,20 @@
 
 import json
 import math
+from pathlib import Path
 from statistics import mean
 
 import pytest
+import torch
 
 from torchrl_reward.config import load_config
 from torchrl_reward.data import list_episode_files
 from torchrl_reward.pipeline import StageError, run_pipeline
+from torchrl_reward.ppo.checkpoint import checkpoint_path
 from torchrl_reward.viz import read_scalar
 
 pytestmark = pytest.mark.slow
+KEPT_POLICY = Path(__file__).parents[2] / "checkpoints" / "ppo_pickcube_scripted_bc.pt"
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +69,27 @@ def test_rerun_reuses_finished_stages(tiny_run, capsys):
     out = capsys.readouterr().out
     assert out.count("reused") == 4
     assert (run_dir / "reward_model" / "reward_model_best.pt").stat().st_mtime == before
+
+
+def test_collects_while_the_kept_policy_trains(tmp_path):
+    """The CPU preset's path: PPO from the policy kept in the repo records the episodes."""
+    cfg = load_config(
+        "pipeline",
+        [
+            "preset=tiny",
+            f"run_dir={tmp_path}",
+            "collect.policy=ppo",
+            f"policy_checkpoint={KEPT_POLICY}",
+        ],
+    )
+    run_pipeline(cfg)
+    state = json.loads((tmp_path / "pipeline.json").read_text())
+    counts = state["stages"]["collect"]["counts"]
+    assert counts["success"] >= 2 and counts["failure"] >= 2
+    for stage in ("collect_ppo", "ppo"):
+        ppo = torch.load(checkpoint_path(tmp_path / stage), weights_only=False)
+        assert ppo["control_mode"] == "pd_ee_delta_pos"  # taken from the kept checkpoint
+        assert ppo["config"]["ppo"]["lr"] == pytest.approx(3e-5)
 
 
 def test_failing_stage_names_itself_and_its_log(tmp_path):

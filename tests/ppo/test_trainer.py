@@ -2,11 +2,13 @@
 
 import pytest
 import torch
+from tensordict import TensorDict
 
 from torchrl_reward.config import load_config
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.ppo import train_ppo
 from torchrl_reward.ppo.checkpoint import checkpoint_path
+from torchrl_reward.ppo.trainer import _mark_no_bootstrap
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +61,52 @@ def test_resume_continues_from_checkpoint(first_run, tmp_path):
     after = torch.load(checkpoint_path(tmp_path), weights_only=False)
     assert after["collected_frames"] == before["collected_frames"] + 20
     assert after["iteration"] == before["iteration"] + 1
+
+
+def test_init_from_starts_a_new_run_from_the_weights(first_run, tmp_path):
+    run_dir, _ = first_run
+    cfg = load_config("ppo", [*SMALL, "ppo.total_frames=20", f"runner.init_from={run_dir}"])
+    train_ppo(cfg, tmp_path)  # same reward as the checkpoint, yet a new run: fresh budget
+    after = torch.load(checkpoint_path(tmp_path), weights_only=False)
+    assert after["collected_frames"] == 20 and after["iteration"] == 1
+    cfg = load_config("ppo", [*SMALL, "ppo.hidden_sizes=[16]", f"runner.init_from={run_dir}"])
+    with pytest.raises(ValueError, match="hidden_sizes"):
+        train_ppo(cfg, tmp_path / "other")
+
+
+def test_critic_warmup_leaves_the_actor_untouched(first_run, tmp_path):
+    run_dir, _ = first_run
+    start = torch.load(checkpoint_path(run_dir), weights_only=False)
+    cfg = load_config(
+        "ppo",
+        [
+            *SMALL,
+            "ppo.total_frames=20",
+            "ppo.critic_warmup_frames=1000",
+            f"runner.init_from={run_dir}",
+        ],
+    )
+    train_ppo(cfg, tmp_path)
+    after = torch.load(checkpoint_path(tmp_path), weights_only=False)
+    for name, value in start["actor"].items():
+        torch.testing.assert_close(after["actor"][name], value, msg=name)
+    changed = [not torch.equal(after["critic"][k], v) for k, v in start["critic"].items()]
+    assert any(changed)
+
+
+def test_success_terminations_keep_their_value():
+    data = TensorDict(
+        {
+            "next": {
+                "terminated": torch.tensor([[True], [False], [True]]),
+                "success": torch.tensor([[True], [False], [False]]),
+            }
+        },
+        batch_size=[3],
+    )
+    _mark_no_bootstrap(data)
+    no_bootstrap = data["next", "terminated_not_success"].squeeze(-1)
+    assert no_bootstrap.tolist() == [False, False, True]
 
 
 def test_resume_rejects_incompatible_checkpoint(first_run, tmp_path):

@@ -71,6 +71,26 @@ def _env_cfg(cfg: DictConfig, control_mode: str) -> DictConfig:
     return env_cfg
 
 
+def _policy_overrides(cfg: DictConfig) -> list[str]:
+    """What ``policy_checkpoint`` was trained with, so that its weights fit and keep working.
+
+    Its action space, network and episode handling, and the fine-tuning learning rate and
+    epochs it was trained at (the defaults, made for training from scratch, erase a good policy
+    within a few thousand frames).
+    """
+    if not cfg.policy_checkpoint:
+        return []
+    state = load_checkpoint(cfg.policy_checkpoint, expect={})
+    hidden = ",".join(str(h) for h in state["hidden_sizes"])
+    trained = OmegaConf.create(state.get("config", {}))
+    overrides = [f"env.control_mode={state['control_mode']}", f"ppo.hidden_sizes=[{hidden}]"]
+    for key in ("env.ignore_terminations", "ppo.lr", "ppo.num_epochs"):
+        value = OmegaConf.select(trained, key)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return overrides
+
+
 def _ppo_config(cfg: DictConfig, extra: list[str]) -> DictConfig:
     return load_config(
         "ppo",
@@ -78,6 +98,7 @@ def _ppo_config(cfg: DictConfig, extra: list[str]) -> DictConfig:
             f"seed={cfg.seed}",
             f"env.image_size={cfg.collect.image_size}",
             "runner.progress=true",
+            *_policy_overrides(cfg),
             *extra,
         ],
     )
@@ -91,19 +112,25 @@ def _stage_collect(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         )
     elif cfg.collect.policy == "ppo":
         c = cfg.collect
+        ppo_dir = run_dir / "collect_ppo"
+        start = [f"runner.init_from={cfg.policy_checkpoint}"] if cfg.policy_checkpoint else []
+        if checkpoint_path(ppo_dir).is_file():
+            start = [f"runner.resume_dir={ppo_dir}"]  # an interrupted stage: finish it
         ppo_cfg = _ppo_config(
             cfg,
             [
+                *start,
                 "collect.enabled=true",
                 f"collect.save_dir={data_dir}",
                 f"collect.target_success={c.target_success}",
                 f"collect.target_failure={c.target_failure}",
                 f"collect.frames_after_success={c.frames_after_success}",
                 f"env.ignore_terminations={c.ignore_terminations}",
+                f"env.max_episode_steps={c.max_episode_steps}",
                 *c.ppo_overrides,
             ],
         )
-        train_ppo(ppo_cfg, run_dir / "collect_ppo")
+        train_ppo(ppo_cfg, ppo_dir)
         recorder = EpisodeRecorder(data_dir, c.target_success, c.target_failure)
         counts = recorder.counts
         recorder.close()
@@ -155,7 +182,7 @@ def _stage_ppo(cfg: DictConfig, run_dir: Path, reward_checkpoint: str) -> dict[s
     ppo_dir = run_dir / "ppo"
     extra = ["reward=resnet", f"reward.resnet.checkpoint_path={reward_checkpoint}"]
     if cfg.policy_checkpoint:
-        extra.append(f"runner.resume_dir={cfg.policy_checkpoint}")
+        extra.append(f"runner.init_from={cfg.policy_checkpoint}")
     if checkpoint_path(ppo_dir).is_file():
         extra.append(f"runner.resume_dir={ppo_dir}")  # an interrupted stage: finish it
     ppo_cfg = _ppo_config(cfg, [*extra, *cfg.ppo_overrides])

@@ -32,9 +32,11 @@ from torchrl_reward.ppo.checkpoint import checkpoint_path, load_checkpoint, save
 from torchrl_reward.ppo.envs import make_env
 from torchrl_reward.ppo.metrics import EpisodeStats
 from torchrl_reward.ppo.models import make_ppo_models
+from torchrl_reward.ppo.warmstart import warm_start
 from torchrl_reward.transforms import RewardTransform, agreement
 
 log = logging.getLogger(__name__)
+_NO_BOOTSTRAP = "terminated_not_success"
 _LOGGED_LOSS_KEYS = ("loss_objective", "loss_critic", "loss_entropy", "clip_fraction", "kl_approx")
 
 
@@ -168,27 +170,13 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     }
     optim = torch.optim.Adam([*actor.parameters(), *critic.parameters()], lr=p.lr, eps=1e-5)
     reward_name = "resnet" if use_model else cfg.env.reward_mode
-    collected, iteration, target_frames = 0, 0, int(p.total_frames)
-    if cfg.runner.resume_dir:
-        try:
-            state = load_checkpoint(cfg.runner.resume_dir, expect=identity)
-        except (FileNotFoundError, ValueError, RuntimeError):
-            env.close()  # no worker processes left behind by a bad checkpoint
-            raise
-        actor.load_state_dict(state["actor"])
-        critic.load_state_dict(state["critic"])
-        collected, iteration = state["collected_frames"], state["iteration"]
-        if state.get("reward") == reward_name:  # an interrupted run: finish it
-            target_frames = state["target_frames"]
-            optim.load_state_dict(state["optim"])
-        else:  # a warm start on another reward: a fresh budget and optimiser
-            target_frames = collected + int(p.total_frames)
-            log.info(
-                "Warm start from %s (%s reward) on the %s reward",
-                cfg.runner.resume_dir,
-                state.get("reward"),
-                reward_name,
-            )
+    try:
+        collected, iteration, target_frames, warm_metrics = _initialise(
+            cfg, actor, critic, optim, identity, reward_name
+        )
+    except Exception:
+        env.close()  # no worker processes left behind by a bad checkpoint or warm start
+        raise
 
     batch_envs = env.batch_size.numel()
     frames_per_batch = batch_envs * p.num_steps
@@ -206,6 +194,8 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         batch_size=max(1, frames_per_batch // p.num_minibatches),
     )
     advantage = GAE(gamma=p.gamma, lmbda=p.gae_lambda, value_network=critic, average_gae=False)
+    if p.bootstrap_success:
+        advantage.set_keys(terminated=_NO_BOOTSTRAP)
     loss_module = ClipPPOLoss(
         actor_network=actor,
         critic_network=critic,
@@ -215,6 +205,9 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         normalize_advantage=True,
     )
     logger = _make_logger(cfg, run_dir)
+    if logger is not None:
+        for key, value in warm_metrics.items():
+            logger.log_scalar(key, value, step=0)
     eval_env = make_env(cfg.env, num_envs=1) if cfg.eval.interval else None
     stats = EpisodeStats(batch_envs)
     timer = _Timer()
@@ -223,6 +216,7 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         total=target_frames, initial=collected, unit="frames", disable=not cfg.runner.progress
     )
     collector_iter = iter(collector)
+    start_frames = collected
     try:
         while collected < target_frames:
             with timer("collecting"):
@@ -236,9 +230,12 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                     data = reward_transform(data)
                 metrics.update(reward_agreement(data, reward_transform))
             metrics["rollout/rewards"] = data["next", "reward"].mean().item()
+            if p.bootstrap_success:
+                _mark_no_bootstrap(data)
             metrics.update(stats.update(data))
             with timer("training"):
-                metrics.update(_update(data, advantage, loss_module, optim, buffer, p))
+                train_actor = collected - start_frames > p.critic_warmup_frames
+                metrics.update(_update(data, advantage, loss_module, optim, buffer, p, train_actor))
             if eval_env is not None and iteration % cfg.eval.interval == 0:
                 with timer("eval"):
                     metrics.update(evaluate(actor, eval_env, cfg.eval.num_episodes))
@@ -288,6 +285,77 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     return metrics
 
 
+def _initialise(
+    cfg: DictConfig,
+    actor: torch.nn.Module,
+    critic: torch.nn.Module,
+    optim: torch.optim.Optimizer,
+    identity: dict[str, Any],
+    reward_name: str,
+) -> tuple[int, int, int, dict[str, float]]:
+    """Where training starts: ``(collected, iteration, target_frames, warm-start metrics)``.
+
+    ``runner.resume_dir`` continues a run (an interrupted one on the same reward is finished;
+    on another reward it is a warm start with a fresh budget and optimiser);
+    ``runner.init_from`` starts a new run from a checkpoint's weights; ``warmstart.enabled``
+    clones the scripted controller; otherwise the networks start from scratch.
+    """
+    total = int(cfg.ppo.total_frames)
+    if cfg.runner.resume_dir:
+        state = load_checkpoint(cfg.runner.resume_dir, expect=identity)
+        actor.load_state_dict(state["actor"])
+        critic.load_state_dict(state["critic"])
+        collected, iteration = state["collected_frames"], state["iteration"]
+        if state.get("reward") == reward_name:  # an interrupted run: finish it
+            optim.load_state_dict(state["optim"])
+            return collected, iteration, state["target_frames"], {}
+        log.info(
+            "Warm start from %s (%s reward) on the %s reward",
+            cfg.runner.resume_dir,
+            state.get("reward"),
+            reward_name,
+        )
+        return collected, iteration, collected + total, {}
+    if cfg.runner.init_from:
+        state = load_checkpoint(cfg.runner.init_from, expect=identity)
+        actor.load_state_dict(state["actor"])
+        critic.load_state_dict(state["critic"])
+        log.info("New run from %s (%s reward)", cfg.runner.init_from, state.get("reward"))
+        return 0, 0, total, {}
+    if cfg.warmstart.enabled:
+        demo_env = make_env(cfg.env, num_envs=1)
+        try:
+            demo_env.set_seed(cfg.seed + 20_000)
+            metrics = warm_start(
+                actor,
+                critic,
+                demo_env,
+                cfg.warmstart,
+                control_mode=cfg.env.control_mode,
+                max_steps=cfg.env.max_episode_steps,
+                gamma=cfg.ppo.gamma,
+                seed=cfg.seed,
+            )
+        finally:
+            demo_env.close()
+        return 0, 0, total, metrics
+    return 0, 0, total, {}
+
+
+def _mark_no_bootstrap(data: TensorDictBase) -> None:
+    """Write ``("next", _NO_BOOTSTRAP)``: terminations other than success.
+
+    ManiSkill's PPO baseline bootstraps the value of the final state of every episode,
+    successful ones included: success is an absorbing goal state worth ``r / (1 - gamma)``.
+    Cutting the value there (the textbook rule) makes a dense reward that pays ~0.9 per step
+    near the goal worth more by hovering than by succeeding (1.0 once): with gamma 0.8, PPO
+    learns to avoid success.
+    """
+    terminated = data["next", "terminated"]
+    success = data["next", "success"].reshape(terminated.shape)
+    data.set(("next", _NO_BOOTSTRAP), terminated & ~success)
+
+
 def _update(
     data: TensorDictBase,
     advantage: GAE,
@@ -295,8 +363,13 @@ def _update(
     optim: torch.optim.Optimizer,
     buffer: TensorDictReplayBuffer,
     p: DictConfig,
+    train_actor: bool = True,
 ) -> dict[str, float]:
-    """``num_epochs`` passes of clipped-PPO minibatch updates; GAE recomputed every epoch."""
+    """``num_epochs`` passes of clipped-PPO minibatch updates; GAE recomputed every epoch.
+
+    With ``train_actor=False`` only the critic learns (a warm-up that keeps a cloned or
+    pre-trained policy intact until the value estimates behind its advantages make sense).
+    """
     sums: dict[str, float] = defaultdict(float)
     steps = 0
     for _ in range(p.num_epochs):
@@ -306,7 +379,9 @@ def _update(
         buffer.extend(data.reshape(-1))
         for batch in buffer:
             loss = loss_module(batch)
-            total = loss["loss_objective"] + loss["loss_critic"] + loss["loss_entropy"]
+            total = loss["loss_critic"]
+            if train_actor:
+                total = total + loss["loss_objective"] + loss["loss_entropy"]
             optim.zero_grad(set_to_none=True)
             total.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(loss_module.parameters(), p.max_grad_norm)

@@ -1,9 +1,9 @@
 """Stage 1 with the scripted controller: success episodes and near misses, until the targets.
 
-On a 2-core CPU, dense-reward PPO does not reach a useful success rate within the demo's budget
-(see BENCHMARKS.md), so the CPU preset records the scripted ``pd_ee_delta_pos`` controller: with
-action noise it mostly succeeds; aimed a few centimetres off the goal it carries the cube to the
-wrong place (the hardest negatives for the classifier). The GPU preset records PPO as the seed.
+With action noise the scripted ``pd_ee_delta_pos`` controller mostly succeeds; aimed a few
+centimetres off the goal it carries the cube to the wrong place (the hardest negatives for the
+classifier). The tiny preset (tests) records it because it needs no policy; the CPU and GPU
+presets record PPO's own episodes, as the seed does (``collect.policy=ppo``).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ _TCP_POS = slice(19, 22)
 _GOAL_POS = slice(26, 29)
 _CUBE_POS = slice(29, 32)
 OBS_DIM = 42
+CONTROL_MODE = "pd_ee_delta_pos"  # the action space the controller writes
 # pd_ee_delta_pos maps an action of 1.0 to a 0.1 m end-effector translation.
 _METRES_PER_ACTION = 0.1
 

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from torchrl_reward.config import load_config
 from torchrl_reward.data import EpisodeRecorder
+from torchrl_reward.envs.scripted import CONTROL_MODE as SCRIPTED_CONTROL_MODE
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.pipeline.collect import collect_scripted
 from torchrl_reward.pipeline.report import write_report
@@ -91,6 +92,15 @@ def _policy_overrides(cfg: DictConfig) -> list[str]:
     return overrides
 
 
+def _start_overrides(cfg: DictConfig, ppo_dir: Path) -> list[str]:
+    """Finish the stage's own interrupted run, else start from ``policy_checkpoint`` if any."""
+    if checkpoint_path(ppo_dir).is_file():
+        return [f"runner.resume_dir={ppo_dir}"]
+    if cfg.policy_checkpoint:
+        return [f"runner.init_from={cfg.policy_checkpoint}"]
+    return []
+
+
 def _ppo_config(cfg: DictConfig, extra: list[str]) -> DictConfig:
     return load_config(
         "ppo",
@@ -108,18 +118,15 @@ def _stage_collect(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     data_dir = run_dir / "data"
     if cfg.collect.policy == "scripted":
         counts = collect_scripted(
-            cfg.collect, _env_cfg(cfg, "pd_ee_delta_pos"), str(data_dir), cfg.seed
+            cfg.collect, _env_cfg(cfg, SCRIPTED_CONTROL_MODE), str(data_dir), cfg.seed
         )
     elif cfg.collect.policy == "ppo":
         c = cfg.collect
         ppo_dir = run_dir / "collect_ppo"
-        start = [f"runner.init_from={cfg.policy_checkpoint}"] if cfg.policy_checkpoint else []
-        if checkpoint_path(ppo_dir).is_file():
-            start = [f"runner.resume_dir={ppo_dir}"]  # an interrupted stage: finish it
         ppo_cfg = _ppo_config(
             cfg,
             [
-                *start,
+                *_start_overrides(cfg, ppo_dir),
                 "collect.enabled=true",
                 f"collect.save_dir={data_dir}",
                 f"collect.target_success={c.target_success}",
@@ -181,11 +188,7 @@ def _success_rate(ppo_cfg: DictConfig, checkpoint: str | None, episodes: int) ->
 def _stage_ppo(cfg: DictConfig, run_dir: Path, reward_checkpoint: str) -> dict[str, Any]:
     ppo_dir = run_dir / "ppo"
     extra = ["reward=resnet", f"reward.resnet.checkpoint_path={reward_checkpoint}"]
-    if cfg.policy_checkpoint:
-        extra.append(f"runner.init_from={cfg.policy_checkpoint}")
-    if checkpoint_path(ppo_dir).is_file():
-        extra.append(f"runner.resume_dir={ppo_dir}")  # an interrupted stage: finish it
-    ppo_cfg = _ppo_config(cfg, [*extra, *cfg.ppo_overrides])
+    ppo_cfg = _ppo_config(cfg, [*extra, *_start_overrides(cfg, ppo_dir), *cfg.ppo_overrides])
     before = _success_rate(ppo_cfg, cfg.policy_checkpoint, cfg.eval_episodes)
     metrics = train_ppo(ppo_cfg, ppo_dir)
     after = _success_rate(ppo_cfg, str(checkpoint_path(ppo_dir)), cfg.eval_episodes)

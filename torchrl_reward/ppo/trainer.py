@@ -301,10 +301,12 @@ def _initialise(
     clones the scripted controller; otherwise the networks start from scratch.
     """
     total = int(cfg.ppo.total_frames)
-    if cfg.runner.resume_dir:
-        state = load_checkpoint(cfg.runner.resume_dir, expect=identity)
+    source = cfg.runner.resume_dir or cfg.runner.init_from
+    if source:
+        state = load_checkpoint(source, expect=identity)
         actor.load_state_dict(state["actor"])
         critic.load_state_dict(state["critic"])
+    if cfg.runner.resume_dir:
         collected, iteration = state["collected_frames"], state["iteration"]
         if state.get("reward") == reward_name:  # an interrupted run: finish it
             optim.load_state_dict(state["optim"])
@@ -317,9 +319,6 @@ def _initialise(
         )
         return collected, iteration, collected + total, {}
     if cfg.runner.init_from:
-        state = load_checkpoint(cfg.runner.init_from, expect=identity)
-        actor.load_state_dict(state["actor"])
-        critic.load_state_dict(state["critic"])
         log.info("New run from %s (%s reward)", cfg.runner.init_from, state.get("reward"))
         return 0, 0, total, {}
     if cfg.warmstart.enabled:

@@ -18,10 +18,9 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import EnvBase
 from torchrl.modules import ProbabilisticActor, ValueOperator
 
-from torchrl_reward.envs.scripted import ScriptedPickPolicy
+from torchrl_reward.envs.scripted import CONTROL_MODE, ScriptedPickPolicy
 
 log = logging.getLogger(__name__)
-SCRIPTED_CONTROL_MODE = "pd_ee_delta_pos"
 
 
 def record_demonstrations(
@@ -119,10 +118,10 @@ def warm_start(
     seed: int,
 ) -> dict[str, float]:
     """Record scripted demonstrations on ``env`` (one state-only env) and clone them."""
-    if control_mode != SCRIPTED_CONTROL_MODE:
+    if control_mode != CONTROL_MODE:
         raise ValueError(
-            f"warmstart clones the scripted {SCRIPTED_CONTROL_MODE} controller, but "
-            f"env.control_mode={control_mode!r}; add env.control_mode={SCRIPTED_CONTROL_MODE}."
+            f"warmstart clones the scripted {CONTROL_MODE} controller, but "
+            f"env.control_mode={control_mode!r}; add env.control_mode={CONTROL_MODE}."
         )
     generator = torch.Generator().manual_seed(seed)
     demos, success_rate = record_demonstrations(env, cfg.episodes, cfg.noise, max_steps, generator)

@@ -221,7 +221,7 @@ CUDA_TORCH_VARIANTS = {
     "torch-cuda": {},
     "torch-cuda-fp16": dict(amp_dtype="float16"),
     "torch-cuda-fp16-graph": dict(amp_dtype="float16", cuda_graph=True),
-    "torch-cuda-bf16-compile": dict(amp_dtype="bfloat16", compile=True),
+    "torch-cuda-fp16-compile-graph": dict(amp_dtype="float16", compile=True, cuda_graph=True),
 }
 
 

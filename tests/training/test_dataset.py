@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from torchrl_reward.training import FrameAugment, balanced_indices, split_episodes
+from torchrl_reward.training import (
+    FrameAugment,
+    FrameCache,
+    balanced_indices,
+    frame_labels,
+    split_episodes,
+)
 
 
 def test_split_is_by_episode_seeded_and_stratified():
@@ -20,6 +26,27 @@ def test_split_is_by_episode_seeded_and_stratified():
 def test_split_keeps_both_classes_on_tiny_data():
     train, val = split_episodes(torch.tensor([True, True, False, False, False]), 0.1, seed=0)
     assert val.numel() == 2 and train.numel() == 3
+
+
+def test_success_once_labels_every_frame_from_the_first_success_on():
+    # Episode 0 flickers after its first success (step 2), episode 1 never succeeds.
+    success = torch.tensor([0, 0, 1, 0, 1, 0, 0, 0, 0], dtype=torch.bool)
+    cache = FrameCache(
+        root=None,
+        pixels=torch.zeros(9, 2, 2, 3, dtype=torch.uint8),
+        labels=success,
+        episodes=torch.tensor([0] * 6 + [1] * 3),
+        steps=torch.tensor([0, 1, 2, 3, 4, 5, 0, 1, 2]),
+        files=["success/a.pkl", "failure/b.pkl"],
+        episode_success=torch.tensor([True, False]),
+        skipped=[],
+        fingerprint="",
+    )
+    assert torch.equal(frame_labels(cache, "success"), success)
+    once = frame_labels(cache, "success_once")
+    assert once.tolist() == [False, False, True, True, True, True, False, False, False]
+    with pytest.raises(ValueError, match="frame label rule"):
+        frame_labels(cache, "sticky")
 
 
 def test_balanced_indices_follow_the_failure_ratio():

@@ -140,6 +140,14 @@ def test_resume_with_another_image_size_raises(trained, reward_dataset, tmp_path
         train_reward_model(config)
 
 
+def test_resume_with_other_labels_raises(trained, reward_dataset, tmp_path):
+    _, save_dir = trained
+    shutil.copy(save_dir / "reward_model_last.pt", tmp_path / "reward_model_last.pt")
+    config = _config(reward_dataset, tmp_path, frame_label="success_once")
+    with pytest.raises(ValueError, match="another validation split or labels"):
+        train_reward_model(config)
+
+
 def test_bad_data_and_device_raise(reward_dataset, tmp_path):
     failures_only = tmp_path / "failures_only"
     shutil.copytree(reward_dataset / "failure", failures_only / "failure")

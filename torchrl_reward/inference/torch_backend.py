@@ -1,15 +1,16 @@
-"""PyTorch backend: eager or compiled, channels-last, optional autocast and CUDA graph."""
+"""PyTorch backend: eager or compiled, channels-last, fp16/bf16, optional CUDA graph."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Iterator
 
 import torch
 
 from torchrl_reward.inference.base import RewardBackend
 from torchrl_reward.models import ResNetRewardModel
-from torchrl_reward.ops import preprocess
+from torchrl_reward.ops import fold_batchnorm, preprocess
 
 _AMP_DTYPES = {
     None: None,
@@ -23,9 +24,12 @@ _AMP_DTYPES = {
 class TorchBackend(RewardBackend):
     """Runs a :class:`~torchrl_reward.models.ResNetRewardModel` with PyTorch on one device.
 
-    The backend owns a copy of the model on ``device`` (the caller's model is left where it is).
-    Frames go through :func:`torchrl_reward.ops.preprocess` (the fused uint8 -> normalised op),
-    then the network.
+    The backend owns a copy of the model on ``device`` (the caller's model is left where it is),
+    with its batch norms folded into the convolutions. Frames go through
+    :func:`torchrl_reward.ops.preprocess` (the fused uint8 -> normalised op), then the network.
+    On CUDA, convolutions use cuDNN's autotuned algorithms (``cudnn.benchmark`` while this
+    backend runs) and a low-precision ``amp_dtype`` casts the weights themselves, with frames
+    preprocessed straight into float16; on CPU it is autocast.
 
     Args:
         model (ResNetRewardModel): the reward model; copied, set to eval mode.
@@ -36,8 +40,8 @@ class TorchBackend(RewardBackend):
             Defaults to ``256``.
         channels_last (bool, optional): NHWC memory format, faster for convolutions on both
             CPU and GPU. Defaults to ``True``.
-        amp_dtype (str, optional): ``"float16"`` or ``"bfloat16"`` autocast (``"float16"`` on
-            CUDA only). Defaults to ``None`` (float32).
+        amp_dtype (str, optional): ``"float16"`` or ``"bfloat16"`` (``"float16"`` on CUDA
+            only). Defaults to ``None`` (float32).
         compile (bool, optional): ``torch.compile`` the forward pass. Defaults to ``False``.
         cuda_graph (bool, optional): capture one ``chunk_size`` forward pass as a CUDA graph
             and replay it; shorter chunks are padded. CUDA only. Defaults to ``False``.
@@ -80,6 +84,13 @@ class TorchBackend(RewardBackend):
         self.image_size = model.image_size
         self.channels_last = channels_last
         self.model = copy.deepcopy(model).eval().to(self.device)
+        fold_batchnorm(self.model.backbone)
+        # CUDA runs the network in the low-precision dtype; CPU autocasts (oneDNN bf16).
+        on_cuda = self.device.type == "cuda"
+        self._net_dtype = self.amp_dtype if on_cuda and self.amp_dtype else torch.float32
+        self._input_dtype = torch.float16 if self._net_dtype is torch.float16 else torch.float32
+        self._autocast_dtype = None if on_cuda else self.amp_dtype
+        self.model = self.model.to(self._net_dtype)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         amp_name = str(self.amp_dtype).removeprefix("torch.")
@@ -90,24 +101,39 @@ class TorchBackend(RewardBackend):
             self._capture_graph()
 
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = preprocess(images, self.model.mean, self.model.std)
+        x = preprocess(images, self.model.mean, self.model.std, dtype=self._input_dtype)
+        x = x.to(self._net_dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         autocast = (
-            torch.autocast(self.device.type, dtype=self.amp_dtype)
-            if self.amp_dtype is not None
+            torch.autocast(self.device.type, dtype=self._autocast_dtype)
+            if self._autocast_dtype is not None
             else contextlib.nullcontext()
         )
         with autocast:
             logits = self.model.backbone_forward(x)
         return torch.sigmoid(logits.float())
 
+    @contextlib.contextmanager
+    def _cudnn_autotune(self) -> Iterator[None]:
+        """cuDNN picks the fastest algorithm per shape while this backend runs, then the
+        caller's setting comes back."""
+        if self.device.type != "cuda":
+            yield
+            return
+        previous = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark = previous
+
     def _capture_graph(self) -> None:
         """Record one forward pass of a static ``chunk_size`` batch as a CUDA graph."""
         size = self.image_size
         shape = (self.chunk_size, size, size, 3)
         self._static_in = torch.zeros(shape, dtype=torch.uint8, device=self.device)
-        with torch.cuda.device(self.device), torch.no_grad():
+        with torch.cuda.device(self.device), torch.no_grad(), self._cudnn_autotune():
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
@@ -121,7 +147,8 @@ class TorchBackend(RewardBackend):
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if self._graph is None:
-            return self._run(images.contiguous())
+            with self._cudnn_autotune():
+                return self._run(images.contiguous())
         n = images.shape[0]
         # Rows past n keep old frames: the network scores each frame on its own.
         self._static_in[:n].copy_(images)

@@ -1,15 +1,21 @@
-"""Custom ops: fused uint8 -> normalised preprocessing, normalisation folding for export.
+"""Custom ops: fused uint8 -> normalised preprocessing; folding normalisation and batch norm
+into convolutions.
 
 ``preprocess`` runs the compiled ``torch.ops.torchrl_reward.preprocess`` (C++/CUDA, built by
 ``setup.py`` as ``torchrl_reward._C``) and falls back to pure torch when it is not built.
 """
 
 from torchrl_reward.ops._register import has_ops
-from torchrl_reward.ops.fold import MeanPaddedConv2d, fold_normalization_into_conv
+from torchrl_reward.ops.fold import (
+    MeanPaddedConv2d,
+    fold_batchnorm,
+    fold_normalization_into_conv,
+)
 from torchrl_reward.ops.preprocess import preprocess, preprocess_torch
 
 __all__ = [
     "MeanPaddedConv2d",
+    "fold_batchnorm",
     "fold_normalization_into_conv",
     "has_ops",
     "preprocess",

@@ -6,6 +6,7 @@ from torchrl_reward.training.dataset import (
     FrameAugment,
     FrameBatches,
     balanced_indices,
+    frame_labels,
     frames_of,
     split_episodes,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "balanced_indices",
     "binary_metrics",
     "build_frame_cache",
+    "frame_labels",
     "frames_of",
     "make_config",
     "predict_frames",

@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 MONITORS = ("roc_auc", "f1", "balanced_accuracy", "accuracy")
+FRAME_LABELS = ("success", "success_once")
 
 
 @dataclass
@@ -56,6 +57,7 @@ class TrainConfig:
     samples_per_epoch: int | None = None  # None: the number of training frames
     val_fraction: float = 0.2
     failure_ratio: float | None = 2.0  # failure frames drawn per success frame; None: natural
+    frame_label: str = "success"  # success: each frame's own; success_once: from the first on
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + scaling)
@@ -101,5 +103,7 @@ def _validate(cfg: DictConfig) -> None:
         raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}.")
     if not 0.0 <= cfg.target_fpr < 1.0:
         raise ValueError(f"target_fpr must be in [0, 1), got {cfg.target_fpr}.")
+    if cfg.frame_label not in FRAME_LABELS:
+        raise ValueError(f"frame_label must be one of {FRAME_LABELS}, got {cfg.frame_label!r}.")
     if cfg.monitor not in MONITORS:
         raise ValueError(f"monitor must be one of {MONITORS}, got {cfg.monitor!r}.")

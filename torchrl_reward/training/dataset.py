@@ -38,6 +38,24 @@ def split_episodes(
     return torch.cat(train).sort().values, torch.cat(val).sort().values
 
 
+def frame_labels(cache: FrameCache, rule: str = "success") -> torch.Tensor:
+    """Each cached frame's label (bool ``[F]``) under ``rule``.
+
+    ``"success"`` is the frame's own ``success``. ``"success_once"`` (ManiSkill's term) is true
+    from an episode's first success on: PickCube's success also asks for a static robot, a
+    joint velocity no single frame shows, so a policy that keeps moving at the goal flickers
+    between labels on near-identical frames; this rule labels what the camera can see.
+    """
+    if rule == "success":
+        return cache.labels
+    if rule != "success_once":
+        raise ValueError(f"frame label rule must be 'success' or 'success_once', got {rule!r}.")
+    never = torch.iinfo(torch.int64).max
+    first = torch.full((len(cache.files),), never, dtype=torch.int64)
+    first.scatter_reduce_(0, cache.episodes[cache.labels], cache.steps[cache.labels], "amin")
+    return cache.steps >= first[cache.episodes]
+
+
 def frames_of(cache: FrameCache, episode_ids: torch.Tensor) -> torch.Tensor:
     """Indices (sorted) of every frame belonging to ``episode_ids``."""
     return torch.isin(cache.episodes, episode_ids).nonzero().squeeze(-1)

@@ -29,6 +29,7 @@ from torchrl_reward.training.dataset import (
     FrameAugment,
     FrameBatches,
     balanced_indices,
+    frame_labels,
     frames_of,
     split_episodes,
 )
@@ -202,9 +203,11 @@ def _write_metrics_csv(history: list[dict[str, float]], path: Path) -> None:
         f.write("\n".join(lines) + "\n")
 
 
-def _check_data(cache: FrameCache, train_labels: torch.Tensor, val_labels: torch.Tensor) -> None:
+def _check_data(
+    cache: FrameCache, labels: torch.Tensor, train_labels: torch.Tensor, val_labels: torch.Tensor
+) -> None:
     """Both classes in the data, and in each side of the episode split."""
-    n_pos = int(cache.labels.sum())
+    n_pos = int(labels.sum())
     if n_pos == 0 or n_pos == len(cache):
         only = "failure" if n_pos == 0 else "success"
         raise ValueError(
@@ -230,7 +233,9 @@ def _resume_state(
     try:
         checkpoint = torch.load(last_path, map_location="cpu", weights_only=True)
         saved, state = checkpoint["config"], checkpoint["training_state"]
-        saved_split = {k: checkpoint["metadata"]["training_config"][k] for k in split}
+        saved_config = checkpoint["metadata"]["training_config"]
+        # Keys added since a checkpoint was written take their default.
+        saved_split = {k: saved_config.get(k, getattr(TrainConfig, k)) for k in split}
     except Exception as err:
         raise ValueError(
             f"Cannot resume from {str(last_path)!r}: not a readable training checkpoint "
@@ -239,8 +244,8 @@ def _resume_state(
     if saved_split != split:
         raise ValueError(
             f"Cannot resume {str(last_path)!r}: it was trained with {saved_split}, this run asks "
-            f"for {split} (another validation split); use the same values, another save_dir, "
-            "or resume=false."
+            f"for {split} (another validation split or labels); use the same values, another "
+            "save_dir, or resume=false."
         )
     for key in ("arch", "image_size"):
         if saved[key] != model_config[key]:
@@ -281,8 +286,9 @@ def train_reward_model(
     cache = build_frame_cache(cfg.data_path, cfg.cache_dir)
     train_eps, val_eps = split_episodes(cache.episode_success, cfg.val_fraction, cfg.seed)
     train_frames, val_frames = frames_of(cache, train_eps), frames_of(cache, val_eps)
-    train_labels, val_labels = cache.labels[train_frames], cache.labels[val_frames]
-    _check_data(cache, train_labels, val_labels)
+    labels = frame_labels(cache, cfg.frame_label)
+    train_labels, val_labels = labels[train_frames], labels[val_frames]
+    _check_data(cache, labels, train_labels, val_labels)
 
     data = {
         "episodes": len(cache.files),
@@ -299,7 +305,7 @@ def train_reward_model(
         model_kwargs["image_size"] = cache.image_shape[0]
     torch.manual_seed(cfg.seed)  # the initial weights
     model = ResNetRewardModel(**model_kwargs)
-    split = {"seed": cfg.seed, "val_fraction": cfg.val_fraction}
+    split = {"seed": cfg.seed, "val_fraction": cfg.val_fraction, "frame_label": cfg.frame_label}
     state = (
         _resume_state(last_path, model.config(), cache.fingerprint, split) if cfg.resume else None
     )

@@ -8,7 +8,7 @@ from torchrl_reward.config import load_config
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.ppo import train_ppo
 from torchrl_reward.ppo.checkpoint import checkpoint_path
-from torchrl_reward.ppo.trainer import _mark_no_bootstrap
+from torchrl_reward.ppo.trainer import _mark_no_bootstrap, make_reward_transform
 
 pytestmark = pytest.mark.slow
 
@@ -150,3 +150,18 @@ def test_learned_reward_without_checkpoint_says_how(tmp_path):
     cfg = load_config("ppo", [*SMALL, "reward=resnet"])
     with pytest.raises(ValueError, match=r"reward.resnet.checkpoint_path"):
         train_ppo(cfg, tmp_path)
+
+
+def test_reward_config_passes_backend_options(tmp_path):
+    path = ResNetRewardModel(image_size=32).save(tmp_path / "reward.pt")
+    cfg = load_config(
+        "ppo",
+        [
+            "reward=resnet",
+            f"reward.resnet.checkpoint_path={path}",
+            "reward.device=cpu",
+            "reward.backend=torch",
+            "reward.backend_kwargs.amp_dtype=bfloat16",
+        ],
+    )
+    assert make_reward_transform(cfg.reward).backend.name == "torch-bfloat16"

@@ -5,6 +5,7 @@ import torch
 
 from torchrl_reward.training import (
     FrameAugment,
+    FrameBatches,
     FrameCache,
     balanced_indices,
     frame_labels,
@@ -47,6 +48,10 @@ def test_success_once_labels_every_frame_from_the_first_success_on():
     assert once.tolist() == [False, False, True, True, True, True, False, False, False]
     with pytest.raises(ValueError, match="frame label rule"):
         frame_labels(cache, "sticky")
+    # Batches carry the labels of the rule they are given, not the cache's own.
+    batches = FrameBatches(cache, [torch.tensor([4, 3, 0])], once)
+    assert batches[0][1].tolist() == [0.0, 1.0, 1.0]
+    assert FrameBatches(cache, [torch.tensor([4, 3, 0])])[0][1].tolist() == [0.0, 0.0, 1.0]
 
 
 def test_balanced_indices_follow_the_failure_ratio():

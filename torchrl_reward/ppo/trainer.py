@@ -118,6 +118,7 @@ def make_reward_transform(reward_cfg: DictConfig) -> RewardTransform:
         strict=reward_cfg.strict,
         backend=reward_cfg.backend,
         export_dir=reward_cfg.export_dir,
+        backend_kwargs=OmegaConf.to_container(reward_cfg.backend_kwargs),
     )
 
 

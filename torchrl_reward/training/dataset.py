@@ -93,18 +93,26 @@ class FrameBatches(Dataset):
 
     Each batch reads only its own frames from the memory map (sorted, for locality), so the
     dataset never sits in RAM; use it with ``DataLoader(batch_size=None)`` for worker prefetch.
+    ``labels`` (bool ``[F]``, e.g. from :func:`frame_labels`) defaults to each frame's own
+    ``success``.
     """
 
-    def __init__(self, cache: FrameCache, batches: list[torch.Tensor]) -> None:
+    def __init__(
+        self,
+        cache: FrameCache,
+        batches: list[torch.Tensor],
+        labels: torch.Tensor | None = None,
+    ) -> None:
         self.cache = cache
         self.batches = batches
+        self.labels = cache.labels if labels is None else labels
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.batches[i].sort().values
-        return self.cache.pixels[idx], self.cache.labels[idx].float()
+        return self.cache.pixels[idx], self.labels[idx].float()
 
 
 class FrameAugment(torch.nn.Module):

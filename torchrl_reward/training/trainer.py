@@ -86,10 +86,14 @@ def resolve_device(device: str) -> torch.device:
 
 
 def _loader(
-    cache: FrameCache, batches: list[torch.Tensor], num_workers: int, device: torch.device
+    cache: FrameCache,
+    batches: list[torch.Tensor],
+    num_workers: int,
+    device: torch.device,
+    labels: torch.Tensor | None = None,
 ) -> DataLoader:
     return DataLoader(
-        FrameBatches(cache, batches),
+        FrameBatches(cache, batches, labels),
         batch_size=None,
         shuffle=False,
         num_workers=num_workers,
@@ -356,9 +360,8 @@ def train_reward_model(
         picks = balanced_indices(
             train_labels, steps * cfg.global_batch_size, cfg.failure_ratio, generator
         )
-        loader = _loader(
-            cache, list(train_frames[picks].split(cfg.micro_batch_size)), cfg.num_workers, device
-        )
+        batches = list(train_frames[picks].split(cfg.micro_batch_size))
+        loader = _loader(cache, batches, cfg.num_workers, device, labels)
         progress = tqdm(
             total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress
         )

@@ -24,7 +24,7 @@ from typing import Any
 import onnxruntime as ort
 import torch
 
-from torchrl_reward.data import load_episodes
+from torchrl_reward.data import list_episode_files, load_episode
 from torchrl_reward.inference.base import RewardBackend, file_sha256, model_fingerprint
 from torchrl_reward.inference.onnx_backend import (
     OnnxBackend,
@@ -165,22 +165,32 @@ def frames_from_episodes(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Calibration and validation frames from recorded episodes, split by episode.
 
-    Alternate episodes (success and failure folders alike) go to calibration and validation,
-    so no frame of a validation episode was seen by the calibrator; each side is then thinned
-    evenly to its cap.
+    Alternate episode files (success and failure folders alike) go to calibration and
+    validation, so no frame of a validation episode was seen by the calibrator. Episodes are
+    read one at a time and each keeps an even share of its side's cap, so memory stays bounded
+    by the caps whatever the dataset's size; unreadable files are skipped.
 
     Returns:
         ``(calibration, validation)``: uint8 ``[N, H, W, 3]`` tensors.
     """
-    episodes, _, _ = load_episodes(root)
-    if len(episodes) < 2:
+    paths = list_episode_files(root)
+    sides = []
+    for files, limit in ((paths[0::2], max_calibration), (paths[1::2], max_validation)):
+        per_episode = -(-limit // max(len(files), 1))
+        kept = []
+        for path in files:
+            try:
+                pixels = load_episode(path)["pixels"]
+            except (ValueError, OSError):
+                continue
+            kept.append(_evenly(pixels, per_episode))
+        sides.append(_evenly(torch.cat(kept), limit) if kept else None)
+    if any(side is None for side in sides):
         raise ValueError(
-            f"{str(root)!r} holds {len(episodes)} readable episode(s); export needs at least 2 "
-            "(one to calibrate, one to validate)."
+            f"{str(root)!r} holds too few readable episodes ({len(paths)} file(s)); export "
+            "needs at least 2 (one to calibrate, one to validate)."
         )
-    calibration = torch.cat([episode["pixels"] for episode in episodes[0::2]])
-    validation = torch.cat([episode["pixels"] for episode in episodes[1::2]])
-    return _evenly(calibration, max_calibration), _evenly(validation, max_validation)
+    return sides[0], sides[1]
 
 
 def load_manifest(export_dir: str | os.PathLike, model: ResNetRewardModel) -> dict[str, Any]:

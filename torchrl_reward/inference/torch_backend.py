@@ -73,7 +73,7 @@ class TorchBackend(RewardBackend):
         self.amp_dtype = _AMP_DTYPES[amp_dtype]
         if self.amp_dtype is torch.float16 and self.device.type != "cuda":
             raise ValueError(
-                "TorchBackend: float16 autocast needs a CUDA device; use amp_dtype='bfloat16' "
+                "TorchBackend: float16 needs a CUDA device; use amp_dtype='bfloat16' "
                 "or None on CPU."
             )
         if cuda_graph and self.device.type != "cuda":

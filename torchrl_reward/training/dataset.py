@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from torchrl_reward.training.cache import FrameCache
+from torchrl_reward.training.config import FRAME_LABELS
 
 
 def split_episodes(
@@ -44,12 +45,13 @@ def frame_labels(cache: FrameCache, rule: str = "success") -> torch.Tensor:
     ``"success"`` is the frame's own ``success``. ``"success_once"`` (ManiSkill's term) is true
     from an episode's first success on: PickCube's success also asks for a static robot, a
     joint velocity no single frame shows, so a policy that keeps moving at the goal flickers
-    between labels on near-identical frames; this rule labels what the camera can see.
+    between labels on near-identical frames after its first success; this rule removes that
+    flicker (frames placed but moving *before* the first success stay negative).
     """
+    if rule not in FRAME_LABELS:
+        raise ValueError(f"frame label rule must be one of {FRAME_LABELS}, got {rule!r}.")
     if rule == "success":
         return cache.labels
-    if rule != "success_once":
-        raise ValueError(f"frame label rule must be 'success' or 'success_once', got {rule!r}.")
     never = torch.iinfo(torch.int64).max
     first = torch.full((len(cache.files),), never, dtype=torch.int64)
     first.scatter_reduce_(0, cache.episodes[cache.labels], cache.steps[cache.labels], "amin")

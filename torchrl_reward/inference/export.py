@@ -65,7 +65,7 @@ def export_reward(
     calibration_frames: torch.Tensor | None = None,
     fp16: bool = True,
     min_agreement: float = MIN_AGREEMENT,
-    calibration_method: str = "minmax",
+    calibration_method: str = "percentile",
     chunk_size: int = 256,
     threads: int | None = None,
 ) -> dict[str, Any]:
@@ -84,7 +84,7 @@ def export_reward(
         min_agreement (float, optional): label agreement a backend needs to be used.
             Defaults to ``0.995``.
         calibration_method (str, optional): see :func:`quantize_onnx_int8`.
-            Defaults to ``"minmax"``.
+            Defaults to ``"percentile"``.
         chunk_size (int, optional): the batch timings are measured on. Defaults to ``256``.
         threads (int, optional): ONNX Runtime intra-op threads. Defaults to ``None``.
 

@@ -184,7 +184,7 @@ def quantize_onnx_int8(
     path: str | os.PathLike,
     calibration_frames: torch.Tensor,
     *,
-    method: str = "minmax",
+    method: str = "percentile",
     per_channel: bool = True,
     float_ends: bool = True,
     batch_size: int = 32,
@@ -200,7 +200,7 @@ def quantize_onnx_int8(
         path (str or path): the int8 ONNX to write (atomically).
         calibration_frames (torch.Tensor): uint8 ``[N, s, s, 3]`` frames, ``N >= 1``.
         method (str, optional): ``"minmax"``, ``"entropy"`` or ``"percentile"``.
-            Defaults to ``"minmax"``.
+            Defaults to ``"percentile"``.
         per_channel (bool, optional): per-output-channel weight scales. Defaults to ``True``.
         float_ends (bool, optional): keep the first convolution and the head in float. The
             first layer sees raw normalised pixels and the head makes the decision; quantised,

@@ -169,11 +169,15 @@ def test_preprocess_cuda_bandwidth_vs_device_copy(benchmark, frames, dtype):
     images = torch.randint(0, 256, (frames, *CHUNK[1:]), dtype=torch.uint8, device="cuda")
     out = preprocess(images, MEAN, STD, dtype=dtype)
     src, dst = torch.empty_like(out), torch.empty_like(out)
-    op_s = _cuda_seconds(lambda: preprocess(images, MEAN, STD, dtype=dtype))
+
+    def op() -> torch.Tensor:
+        return preprocess(images, MEAN, STD, dtype=dtype)
+
+    op_s = _cuda_seconds(op)
     copy_s = _cuda_seconds(lambda: dst.copy_(src))
     op_bw = (images.numel() * images.element_size() + out.numel() * out.element_size()) / op_s
     copy_bw = 2 * out.numel() * out.element_size() / copy_s
-    benchmark.pedantic(_synchronized(lambda: preprocess(images, MEAN, STD, dtype=dtype)), rounds=5)
+    benchmark.pedantic(_synchronized(op), rounds=5)
     info = {
         "device": torch.cuda.get_device_name(),
         "op_us": op_s * 1e6,

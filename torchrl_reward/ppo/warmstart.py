@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import EnvBase
 from torchrl.modules import ProbabilisticActor, ValueOperator
+from torchrl.objectives.value.functional import reward2go
 
 from torchrl_reward.envs.scripted import CONTROL_MODE, ScriptedPickPolicy
 
@@ -58,15 +59,13 @@ def record_demonstrations(
 
 
 def discounted_returns(reward: torch.Tensor, episode: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Per-step discounted return to the end of its episode (an episode's steps are contiguous)."""
-    returns = torch.empty_like(reward)
-    running = 0.0
-    for t in range(reward.numel() - 1, -1, -1):
-        if t == reward.numel() - 1 or episode[t] != episode[t + 1]:
-            running = 0.0
-        running = reward[t].item() + gamma * running
-        returns[t] = running
-    return returns
+    """Per-step discounted return to the end of its episode (an episode's steps are contiguous).
+
+    TorchRL's ``reward2go`` with an episode end wherever the episode index changes.
+    """
+    done = torch.ones_like(episode, dtype=torch.bool)
+    done[:-1] = episode[1:] != episode[:-1]
+    return reward2go(reward.unsqueeze(-1), done.unsqueeze(-1), gamma, time_dim=-2).squeeze(-1)
 
 
 def behaviour_clone(

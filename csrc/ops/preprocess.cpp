@@ -11,17 +11,18 @@ at::Tensor preprocess(
     at::ArrayRef<double> mean,
     at::ArrayRef<double> std,
     at::OptionalIntArrayRef size,
-    at::ScalarType dtype) {
+    at::ScalarType dtype,
+    bool channels_last) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("torchrl_reward::preprocess", "")
                        .typed<decltype(preprocess)>();
-  return op.call(images, mean, std, size, dtype);
+  return op.call(images, mean, std, size, dtype, channels_last);
 }
 
 TORCH_LIBRARY_FRAGMENT(torchrl_reward, m) {
   m.def(
       "preprocess(Tensor images, float[] mean, float[] std, int[]? size, "
-      "ScalarType dtype) -> Tensor");
+      "ScalarType dtype, bool channels_last=False) -> Tensor");
 }
 
 } // namespace ops

@@ -5,7 +5,10 @@
 namespace torchrl_reward {
 namespace ops {
 
-// uint8 images [N, H, W, 3] -> normalised [N, 3, h, w] (float32 or float16).
+// uint8 images [N, H, W, 3] -> normalised [N, 3, h, w] (float32 or float16),
+// contiguous, or in channels-last memory ([N, h, w, 3] in memory) when
+// `channels_last` is set: the layout convolutions run fastest in, written
+// directly rather than by a second pass.
 //
 // out[n, c, y, x] = bilinear(images[n, :, :, c])(y, x) * scale[c] + bias[c]
 // with scale = 1 / (255 * std) and bias = -mean / std: the normalisation of
@@ -19,7 +22,8 @@ at::Tensor preprocess(
     at::ArrayRef<double> mean,
     at::ArrayRef<double> std,
     at::OptionalIntArrayRef size,
-    at::ScalarType dtype);
+    at::ScalarType dtype,
+    bool channels_last = false);
 
 } // namespace ops
 } // namespace torchrl_reward

@@ -4,6 +4,7 @@
 // torchrl_reward::preprocess, so both reject the same inputs with the same messages.
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/macros/Macros.h>
 #include <c10/util/Exception.h>
 
@@ -124,6 +125,18 @@ inline PreprocessPlan make_plan(
     plan.bias[c] = static_cast<float>(-mean[c] / std[c]);
   }
   return plan;
+}
+
+// The output of a plan: [N, 3, h, w] of `dtype`, contiguous or channels-last.
+inline at::Tensor empty_output(
+    const at::Tensor& images,
+    const PreprocessPlan& plan,
+    at::ScalarType dtype,
+    bool channels_last) {
+  return at::empty(
+      {plan.batch, 3, plan.out_h, plan.out_w},
+      images.options().dtype(dtype).memory_format(
+          channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
 }
 
 // Source index and weight of output row/column `dst` for a linear resize from

@@ -85,6 +85,15 @@ void check_values(int64_t n, int64_t h, int64_t w, int64_t out_h, int64_t out_w)
   const double err16 = max_abs_diff(f16, ref);
   expect(err16 < 4e-3, shape + ": float16 vs naive, max error " + std::to_string(err16));
 
+  for (const auto dtype : {at::kFloat, at::kHalf}) {
+    const auto nhwc = torchrl_reward::ops::preprocess(images, kMean, kStd, size, dtype, true);
+    expect(
+        nhwc.is_contiguous(at::MemoryFormat::ChannelsLast),
+        shape + ": channels_last output in channels-last memory");
+    const double err = max_abs_diff(nhwc, ref);
+    expect(err < 4e-3, shape + ": channels_last vs naive, max error " + std::to_string(err));
+  }
+
   // ATen's own bilinear resize (what F.interpolate runs), then the same normalisation.
   auto x = images.permute({0, 3, 1, 2}).to(at::kFloat);
   if (out_h != h || out_w != w) {

@@ -17,10 +17,12 @@ needs_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device (torch.cuda.is_available() is False)"
 )
 
-# (batch, height, width, size): no resize, odd sizes, down/upsampling, non-square, one pixel.
+# (batch, height, width, size): no resize (H * W a multiple of 8, of 4 only, odd), down/upsampling,
+# non-square, one pixel.
 CASES = [
     (4, 32, 32, None),
     (3, 7, 5, None),
+    (5, 6, 6, None),
     (2, 64, 48, (64, 48)),
     (2, 32, 32, 16),
     (2, 30, 40, (17, 23)),
@@ -35,6 +37,10 @@ def _images(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, h, w, 3), dtype=torch.uint8, generator=gen)
 
 
+def _memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def _out_size(h: int, w: int, size) -> tuple[int, int]:
     if size is None:
         return h, w
@@ -46,23 +52,27 @@ def test_extension_is_built():
 
 
 @needs_ops
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize(("n", "h", "w", "size"), CASES)
-def test_float32_matches_reference(n, h, w, size):
+def test_float32_matches_reference(n, h, w, size, channels_last):
     images = _images(n, h, w)
-    out = preprocess(images, MEAN, STD, size=size)
+    out = preprocess(images, MEAN, STD, size=size, channels_last=channels_last)
     ref = preprocess_torch(images, MEAN, STD, size=size)
     assert out.shape == (n, 3, *_out_size(h, w, size))
-    assert out.dtype == torch.float32 and out.is_contiguous()
+    assert out.dtype == torch.float32
+    assert out.is_contiguous(memory_format=_memory_format(channels_last))
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
 
 
 @needs_ops
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize(("n", "h", "w", "size"), CASES)
-def test_float16_matches_reference(n, h, w, size):
+def test_float16_matches_reference(n, h, w, size, channels_last):
     images = _images(n, h, w, seed=1)
-    out = preprocess(images, MEAN, STD, size=size, dtype=torch.float16)
+    out = preprocess(images, MEAN, STD, size=size, dtype=torch.float16, channels_last=channels_last)
     ref32 = preprocess_torch(images, MEAN, STD, size=size)
-    assert out.dtype == torch.float16 and out.is_contiguous()
+    assert out.dtype == torch.float16
+    assert out.is_contiguous(memory_format=_memory_format(channels_last))
     # Both round the same float32 values: at most one float16 rounding apart.
     torch.testing.assert_close(out.float(), ref32, atol=1e-3, rtol=1e-3)
     ref16 = preprocess_torch(images, MEAN, STD, size=size, dtype=torch.float16)
@@ -91,6 +101,14 @@ def test_reference_is_normalize_of_interpolate():
     expected = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
     for fn in (preprocess, preprocess_torch):
         torch.testing.assert_close(fn(images, MEAN, STD, size=(13, 17)), expected)
+
+
+@pytest.mark.parametrize("size", [None, (5, 7)])
+def test_fallback_channels_last(size):
+    images = _images(3, 8, 6)
+    out = preprocess_torch(images, MEAN, STD, size=size, channels_last=True)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, preprocess_torch(images, MEAN, STD, size=size))
 
 
 def test_mean_std_as_tensors():
@@ -190,10 +208,10 @@ def test_cpu_tensor_to_cuda_kernel_is_rejected():
 @needs_ops
 def test_opcheck():
     images = _images(2, 12, 10)
-    for size in (None, [7, 9]):
+    for size, channels_last in ((None, False), ([7, 9], False), (None, True), ([7, 9], True)):
         torch.library.opcheck(
             torch.ops.torchrl_reward.preprocess.default,
-            (images, list(MEAN), list(STD), size, torch.float32),
+            (images, list(MEAN), list(STD), size, torch.float32, channels_last),
             test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
         )
 
@@ -235,13 +253,16 @@ def test_fallback_when_extension_missing():
 @needs_cuda
 @needs_ops
 @pytest.mark.gpu
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize(("n", "h", "w", "size"), CASES)
-def test_cuda_matches_cpu(n, h, w, size, dtype):
+def test_cuda_matches_cpu(n, h, w, size, dtype, channels_last):
     images = _images(n, h, w, seed=2)
-    out = preprocess(images.cuda(), MEAN, STD, size=size, dtype=dtype)
-    ref = preprocess(images, MEAN, STD, size=size, dtype=dtype)
-    assert out.device.type == "cuda" and out.dtype == dtype and out.is_contiguous()
+    kwargs = dict(size=size, dtype=dtype, channels_last=channels_last)
+    out = preprocess(images.cuda(), MEAN, STD, **kwargs)
+    ref = preprocess(images, MEAN, STD, **kwargs)
+    assert out.device.type == "cuda" and out.dtype == dtype
+    assert out.is_contiguous(memory_format=_memory_format(channels_last))
     atol = 1e-5 if dtype == torch.float32 else 2e-3
     torch.testing.assert_close(out.cpu().float(), ref.float(), atol=atol, rtol=0)
 
@@ -250,17 +271,23 @@ def test_cuda_matches_cpu(n, h, w, size, dtype):
 @needs_ops
 @pytest.mark.gpu
 def test_cuda_chunks_unaligned_input_and_side_stream():
-    # 300 images: two launches of up to 256; an odd byte offset forces the general kernel.
+    # 300 images: two launches of up to 256; an odd byte offset forces the general kernel,
+    # an aligned copy the planar and channels-last ones.
     flat = _images(1, 1, 300 * 8 * 8 + 1, seed=3).cuda().flatten()
     images = flat[3 : 3 + 300 * 8 * 8 * 3].view(300, 8, 8, 3)
     ref = preprocess_torch(images.cpu(), MEAN, STD)
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
+    aligned = images.clone()
     with torch.cuda.stream(stream):
         out = preprocess(images, MEAN, STD)
         resized = preprocess(images, MEAN, STD, size=(5, 6), dtype=torch.float16)
+        planar = preprocess(aligned, MEAN, STD, dtype=torch.float16)
+        interleaved = preprocess(aligned, MEAN, STD, dtype=torch.float16, channels_last=True)
     stream.synchronize()
     torch.testing.assert_close(out.cpu(), ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(planar.cpu().float(), ref, atol=2e-3, rtol=0)
+    torch.testing.assert_close(interleaved.cpu().float(), ref, atol=2e-3, rtol=0)
     torch.testing.assert_close(
         resized.cpu().float(),
         preprocess_torch(images.cpu(), MEAN, STD, size=(5, 6)),

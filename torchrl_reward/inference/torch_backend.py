@@ -101,10 +101,14 @@ class TorchBackend(RewardBackend):
             self._capture_graph()
 
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = preprocess(images, self.model.mean, self.model.std, dtype=self._input_dtype)
+        x = preprocess(
+            images,
+            self.model.mean,
+            self.model.std,
+            dtype=self._input_dtype,
+            channels_last=self.channels_last,
+        )
         x = x.to(self._net_dtype)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         autocast = (
             torch.autocast(self.device.type, dtype=self._autocast_dtype)
             if self._autocast_dtype is not None

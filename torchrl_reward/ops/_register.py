@@ -48,6 +48,13 @@ if _C is not None:
         std: Sequence[float],
         size: Sequence[int] | None,
         dtype: torch.dtype,
+        channels_last: bool = False,
     ) -> torch.Tensor:
         out_h, out_w = check_preprocess_args(images, mean, std, size, dtype)
-        return images.new_empty((images.shape[0], 3, out_h, out_w), dtype=dtype)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        return torch.empty(
+            (images.shape[0], 3, out_h, out_w),
+            dtype=dtype,
+            device=images.device,
+            memory_format=memory_format,
+        )

@@ -46,6 +46,7 @@ def preprocess(
     std: Sequence[float] | torch.Tensor,
     size: int | Sequence[int] | None = None,
     dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """Converts uint8 frames ``[N, H, W, 3]`` to normalised ``[N, 3, h, w]`` in one pass.
 
@@ -68,9 +69,13 @@ def preprocess(
             Defaults to ``None`` (no resize).
         dtype (torch.dtype, optional): ``torch.float32`` or ``torch.float16``.
             Defaults to ``torch.float32``.
+        channels_last (bool, optional): return the result in ``torch.channels_last`` memory
+            (``[N, h, w, 3]`` in memory, the input's order), the layout convolutions run fastest
+            in, written directly instead of by a second pass. Defaults to ``False``.
 
     Returns:
-        torch.Tensor: contiguous ``[N, 3, h, w]`` of ``dtype`` on the device of ``images``.
+        torch.Tensor: ``[N, 3, h, w]`` of ``dtype`` on the device of ``images``, contiguous or
+        channels-last.
 
     Raises:
         TypeError: ``images`` not uint8 or ``dtype`` not float32/float16.
@@ -89,8 +94,8 @@ def preprocess(
     if _register.has_ops() and (
         device_type == "cpu" or (device_type == "cuda" and _register.HAS_CUDA_KERNEL)
     ):
-        return torch.ops.torchrl_reward.preprocess(images, mean, std, size, dtype)
-    return preprocess_torch(images, mean, std, size, dtype)
+        return torch.ops.torchrl_reward.preprocess(images, mean, std, size, dtype, channels_last)
+    return preprocess_torch(images, mean, std, size, dtype, channels_last)
 
 
 def preprocess_torch(
@@ -99,6 +104,7 @@ def preprocess_torch(
     std: Sequence[float] | torch.Tensor,
     size: int | Sequence[int] | None = None,
     dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """Pure-torch :func:`preprocess` (same arguments, checks and result within float rounding).
 
@@ -109,10 +115,11 @@ def preprocess_torch(
     std = _as_floats(std)
     size = _as_size(size)
     out_h, out_w = check_preprocess_args(images, mean, std, size, dtype)
-    x = images.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    x = images.permute(0, 3, 1, 2).to(torch.float32, memory_format=memory_format)
     if (out_h, out_w) != (x.shape[2], x.shape[3]):
         x = F.interpolate(
             x, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=False
         )
     scale, bias = _affine(tuple(mean), tuple(std), x.device)
-    return torch.addcmul(bias, x, scale).to(dtype)
+    return torch.addcmul(bias, x, scale).to(dtype).contiguous(memory_format=memory_format)

@@ -1,7 +1,6 @@
 #include "../preprocess_plan.h"
 
 #include <ATen/Parallel.h>
-#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #if defined(__linux__)
@@ -121,6 +120,48 @@ TORCHRL_REWARD_VECTOR_CLONES void normalize_pixels(
   normalize_pixels_impl(in, r, g, b, count, scale, bias);
 }
 
+// Channels-last output keeps the input's interleaved order, so the conversion
+// is elementwise over `count` values (a whole number of pixels). The channel
+// of value i is i % 3; `scale` and `bias` hold the per-channel factors
+// repeated to kPeriod values, a loop the compiler vectorises.
+constexpr int kPeriod = 48;
+
+template <typename out_t>
+C10_ALWAYS_INLINE void normalize_values_impl(
+    const uint8_t* __restrict in,
+    out_t* __restrict out,
+    int64_t count,
+    const float* __restrict scale,
+    const float* __restrict bias) {
+  int64_t i = 0;
+  for (; i + kPeriod <= count; i += kPeriod) {
+    for (int j = 0; j < kPeriod; ++j) {
+      out[i + j] = cast_out<out_t>(static_cast<float>(in[i + j]) * scale[j] + bias[j]);
+    }
+  }
+  for (int j = 0; i + j < count; ++j) {
+    out[i + j] = cast_out<out_t>(static_cast<float>(in[i + j]) * scale[j] + bias[j]);
+  }
+}
+
+TORCHRL_REWARD_VECTOR_CLONES void normalize_values(
+    const uint8_t* __restrict in,
+    float* __restrict out,
+    int64_t count,
+    const float* scale,
+    const float* bias) {
+  normalize_values_impl(in, out, count, scale, bias);
+}
+
+TORCHRL_REWARD_VECTOR_CLONES void normalize_values(
+    const uint8_t* __restrict in,
+    half_bits_t* __restrict out,
+    int64_t count,
+    const float* scale,
+    const float* bias) {
+  normalize_values_impl(in, out, count, scale, bias);
+}
+
 // Horizontal pass of the resize: one source row of interleaved RGB bytes ->
 // three planes of `out_w` floats (`dst` holds 3 * out_w values). The row is
 // first widened to floats in `scratch` (3 * in_w, a vectorised loop) so the
@@ -149,8 +190,9 @@ TORCHRL_REWARD_VECTOR_CLONES void resample_row(
 }
 
 // Vertical pass and normalisation: blends two horizontally resampled rows and
-// writes one output row of each channel plane.
-template <typename out_t>
+// writes one output row, as three channel planes `plane_stride` apart or, when
+// `kInterleaved`, as one channels-last row of RGB values.
+template <bool kInterleaved, typename out_t>
 C10_ALWAYS_INLINE void blend_rows_impl(
     const float* __restrict top,
     const float* __restrict bottom,
@@ -166,9 +208,13 @@ C10_ALWAYS_INLINE void blend_rows_impl(
     const float o = bias[c];
     const float* __restrict t = top + c * out_w;
     const float* __restrict u = bottom + c * out_w;
-    out_t* __restrict dst = out + c * plane_stride;
     for (int64_t x = 0; x < out_w; ++x) {
-      dst[x] = cast_out<out_t>((t[x] * wy0 + u[x] * wy1) * s + o);
+      const out_t v = cast_out<out_t>((t[x] * wy0 + u[x] * wy1) * s + o);
+      if constexpr (kInterleaved) {
+        out[3 * x + c] = v;
+      } else {
+        out[c * plane_stride + x] = v;
+      }
     }
   }
 }
@@ -180,10 +226,15 @@ TORCHRL_REWARD_VECTOR_CLONES void blend_rows(
     float wy1,
     int64_t out_w,
     int64_t plane_stride,
+    bool interleaved,
     float* __restrict out,
     const float* scale,
     const float* bias) {
-  blend_rows_impl(top, bottom, wy0, wy1, out_w, plane_stride, out, scale, bias);
+  if (interleaved) {
+    blend_rows_impl<true>(top, bottom, wy0, wy1, out_w, plane_stride, out, scale, bias);
+  } else {
+    blend_rows_impl<false>(top, bottom, wy0, wy1, out_w, plane_stride, out, scale, bias);
+  }
 }
 
 TORCHRL_REWARD_VECTOR_CLONES void blend_rows(
@@ -193,18 +244,35 @@ TORCHRL_REWARD_VECTOR_CLONES void blend_rows(
     float wy1,
     int64_t out_w,
     int64_t plane_stride,
+    bool interleaved,
     half_bits_t* __restrict out,
     const float* scale,
     const float* bias) {
-  blend_rows_impl(top, bottom, wy0, wy1, out_w, plane_stride, out, scale, bias);
+  if (interleaved) {
+    blend_rows_impl<true>(top, bottom, wy0, wy1, out_w, plane_stride, out, scale, bias);
+  } else {
+    blend_rows_impl<false>(top, bottom, wy0, wy1, out_w, plane_stride, out, scale, bias);
+  }
 }
 
 template <typename out_t>
 void normalize_images(
     const uint8_t* in,
     out_t* out,
-    const detail::PreprocessPlan& plan) {
+    const detail::PreprocessPlan& plan,
+    bool channels_last) {
   const int64_t hw = plan.in_h * plan.in_w;
+  if (channels_last) {
+    float scale[kPeriod], bias[kPeriod];
+    for (int j = 0; j < kPeriod; ++j) {
+      scale[j] = plan.scale[j % 3];
+      bias[j] = plan.bias[j % 3];
+    }
+    at::parallel_for(0, plan.batch * hw, kPixelGrain, [&](int64_t begin, int64_t end) {
+      normalize_values(in + 3 * begin, out + 3 * begin, 3 * (end - begin), scale, bias);
+    });
+    return;
+  }
   // Work is split over all pixels of the batch (OpenMP via at::parallel_for),
   // each piece cut at image boundaries because every image has its own planes.
   at::parallel_for(0, plan.batch * hw, kPixelGrain, [&](int64_t begin, int64_t end) {
@@ -224,7 +292,8 @@ template <typename out_t>
 void resize_normalize_images(
     const uint8_t* in,
     out_t* out,
-    const detail::PreprocessPlan& plan) {
+    const detail::PreprocessPlan& plan,
+    bool channels_last) {
   const int64_t in_h = plan.in_h, in_w = plan.in_w;
   const int64_t out_h = plan.out_h, out_w = plan.out_w;
   const float scale_h = static_cast<float>(in_h) / static_cast<float>(out_h);
@@ -279,6 +348,8 @@ void resize_normalize_images(
       const auto& tap = ytaps[y];
       const float* top = source_row(n, tap.i0);
       const float* bottom = source_row(n, tap.i1);
+      // Row y of image n starts at value (n * out_h + y) * out_w * 3 in
+      // channels-last memory, at n * 3 * plane + y * out_w in planar memory.
       blend_rows(
           top,
           bottom,
@@ -286,7 +357,8 @@ void resize_normalize_images(
           tap.lambda,
           out_w,
           plane,
-          out + n * 3 * plane + y * out_w,
+          channels_last,
+          out + (channels_last ? i * out_w * 3 : n * 3 * plane + y * out_w),
           plan.scale.data(),
           plan.bias.data());
     }
@@ -312,11 +384,11 @@ void advise_huge_pages(void* data, size_t bytes) {
 }
 
 template <typename out_t>
-void run(const uint8_t* in, out_t* out, const detail::PreprocessPlan& plan) {
+void run(const uint8_t* in, out_t* out, const detail::PreprocessPlan& plan, bool channels_last) {
   if (plan.resize) {
-    resize_normalize_images(in, out, plan);
+    resize_normalize_images(in, out, plan, channels_last);
   } else {
-    normalize_images(in, out, plan);
+    normalize_images(in, out, plan, channels_last);
   }
 }
 
@@ -325,20 +397,20 @@ at::Tensor preprocess_cpu(
     at::ArrayRef<double> mean,
     at::ArrayRef<double> std,
     at::OptionalIntArrayRef size,
-    at::ScalarType dtype) {
+    at::ScalarType dtype,
+    bool channels_last) {
   TORCH_CHECK_VALUE(
       images.device().is_cpu(),
       "preprocess (CPU kernel): images must be on the CPU, got device ",
       images.device().str());
   const auto plan = detail::make_plan(images, mean, std, size, dtype);
-  at::Tensor out =
-      at::empty({plan.batch, 3, plan.out_h, plan.out_w}, images.options().dtype(dtype));
+  at::Tensor out = detail::empty_output(images, plan, dtype, channels_last);
   advise_huge_pages(out.mutable_data_ptr(), out.nbytes());
   const uint8_t* in = images.const_data_ptr<uint8_t>();
   if (dtype == at::kFloat) {
-    run(in, out.mutable_data_ptr<float>(), plan);
+    run(in, out.mutable_data_ptr<float>(), plan, channels_last);
   } else {
-    run(in, static_cast<half_bits_t*>(out.mutable_data_ptr()), plan);
+    run(in, static_cast<half_bits_t*>(out.mutable_data_ptr()), plan, channels_last);
   }
   return out;
 }

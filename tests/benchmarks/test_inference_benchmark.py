@@ -222,6 +222,9 @@ CUDA_TORCH_VARIANTS = {
     "torch-cuda-fp16": dict(amp_dtype="float16"),
     "torch-cuda-fp16-graph": dict(amp_dtype="float16", cuda_graph=True),
     "torch-cuda-fp16-compile-graph": dict(amp_dtype="float16", compile=True, cuda_graph=True),
+    "torch-cuda-fp16-fused-compile-graph": dict(
+        amp_dtype="float16", compile=True, cuda_graph=True, fused_conv=True
+    ),
 }
 
 

@@ -58,3 +58,25 @@ def test_cuda_graph_and_fp16_on_gpu(model, frames):
 def test_compiled_matches_eager(model, frames):
     compiled = TorchBackend(model, "cpu", compile=True)
     torch.testing.assert_close(compiled(frames), model.predict_proba(frames), atol=1e-4, rtol=0)
+
+
+def test_fused_conv_matches_unfused_on_cpu(model, frames):
+    fused = TorchBackend(model, "cpu", fused_conv=True)
+    torch.testing.assert_close(fused(frames), model.predict_proba(frames), atol=1e-5, rtol=1e-4)
+
+
+@needs_gpu
+def test_fused_conv_compiled_graph_on_gpu(model, frames):
+    reference = model.predict_proba(frames)
+    torch._dynamo.reset()
+    backend = TorchBackend(
+        model,
+        "cuda",
+        chunk_size=64,
+        amp_dtype="float16",
+        compile=True,
+        cuda_graph=True,
+        fused_conv=True,
+    )
+    probs = backend(frames.cuda())
+    torch.testing.assert_close(probs.cpu(), reference, atol=1e-2, rtol=0)

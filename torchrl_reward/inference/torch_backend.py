@@ -10,7 +10,7 @@ import torch
 
 from torchrl_reward.inference.base import RewardBackend
 from torchrl_reward.models import ResNetRewardModel
-from torchrl_reward.ops import fold_batchnorm, preprocess
+from torchrl_reward.ops import fold_batchnorm, fuse_conv_relu, preprocess
 
 _AMP_DTYPES = {
     None: None,
@@ -45,6 +45,9 @@ class TorchBackend(RewardBackend):
         compile (bool, optional): ``torch.compile`` the forward pass. Defaults to ``False``.
         cuda_graph (bool, optional): capture one ``chunk_size`` forward pass as a CUDA graph
             and replay it; shorter chunks are padded. CUDA only. Defaults to ``False``.
+        fused_conv (bool, optional): run bias, residual add and ReLU inside the
+            convolutions (:func:`~torchrl_reward.ops.fuse_conv_relu`, cuDNN's fused kernels on
+            CUDA). Defaults to ``False``.
 
     Examples:
         >>> model = ResNetRewardModel(image_size=64)
@@ -63,6 +66,7 @@ class TorchBackend(RewardBackend):
         amp_dtype: str | None = None,
         compile: bool = False,
         cuda_graph: bool = False,
+        fused_conv: bool = False,
     ) -> None:
         if amp_dtype not in _AMP_DTYPES:
             raise ValueError(
@@ -85,6 +89,8 @@ class TorchBackend(RewardBackend):
         self.channels_last = channels_last
         self.model = copy.deepcopy(model).eval().to(self.device)
         fold_batchnorm(self.model.backbone)
+        if fused_conv:
+            fuse_conv_relu(self.model.backbone)
         # CUDA runs the network in the low-precision dtype; CPU autocasts (oneDNN bf16).
         on_cuda = self.device.type == "cuda"
         self._net_dtype = self.amp_dtype if on_cuda and self.amp_dtype else torch.float32

@@ -1,5 +1,5 @@
 """Custom ops: fused uint8 -> normalised preprocessing; folding normalisation and batch norm
-into convolutions.
+into convolutions; convolution with bias, residual add and ReLU in one call.
 
 ``preprocess`` runs the compiled ``torch.ops.torchrl_reward.preprocess`` (C++/CUDA, built by
 ``setup.py`` as ``torchrl_reward._C``) and falls back to pure torch when it is not built.
@@ -11,12 +11,15 @@ from torchrl_reward.ops.fold import (
     fold_batchnorm,
     fold_normalization_into_conv,
 )
+from torchrl_reward.ops.fused_conv import conv2d_relu, fuse_conv_relu
 from torchrl_reward.ops.preprocess import preprocess, preprocess_torch
 
 __all__ = [
     "MeanPaddedConv2d",
+    "conv2d_relu",
     "fold_batchnorm",
     "fold_normalization_into_conv",
+    "fuse_conv_relu",
     "has_ops",
     "preprocess",
     "preprocess_torch",

@@ -1,0 +1,86 @@
+"""torchrl_reward.ops.fuse_conv_relu / conv2d_relu: same outputs as the unfused network."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from torchrl_reward.ops import conv2d_relu, fold_batchnorm, fuse_conv_relu
+from torchrl_reward.ops.fused_conv import ConvReLU, FusedBlock
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _folded(arch: str) -> nn.Module:
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, arch)(num_classes=4).eval()
+    for module in net.modules():  # non-trivial statistics, so folding is visible
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return fold_batchnorm(net)
+
+
+def _args(x, weight, bias, residual=None, stride=1, padding=1):
+    return (x, weight, bias, [stride] * 2, [padding] * 2, [1, 1], 1, residual)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_fused_resnet_keeps_the_output(arch):
+    net = _folded(arch)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = net(x)
+        fuse_conv_relu(net)
+        out = net(x)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
+    blocks = [m for m in net.modules() if isinstance(m, FusedBlock)]
+    assert len(blocks) == (8 if arch == "resnet18" else 16)
+    assert isinstance(net.conv1, ConvReLU)
+
+
+def test_op_matches_conv_add_relu_and_keeps_channels_last():
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 10, 10).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(16, 8, 3, 3), torch.randn(16)
+    residual = torch.randn(2, 16, 5, 5)
+    out = conv2d_relu(*_args(x, weight, bias, residual, stride=2))
+    expected = torch.relu(F.conv2d(x, weight, bias, 2, 1) + residual)
+    torch.testing.assert_close(out, expected)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_opcheck():
+    x = torch.randn(2, 4, 9, 7)
+    weight, bias = torch.randn(6, 4, 3, 3), torch.randn(6)
+    torch.library.opcheck(
+        conv2d_relu, _args(x, weight, bias), test_utils=("test_schema", "test_faketensor")
+    )
+    torch.library.opcheck(
+        conv2d_relu,
+        _args(x, weight, None, torch.randn(2, 6, 9, 7)),
+        test_utils=("test_schema", "test_faketensor"),
+    )
+
+
+def test_needs_folded_batch_norms():
+    net = torchvision.models.resnet18().eval()
+    with pytest.raises(ValueError, match="fold the batch norms first"):
+        fuse_conv_relu(net)
+    with pytest.raises(TypeError, match="expected a torchvision ResNet"):
+        fuse_conv_relu(nn.Sequential())
+
+
+@needs_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_cuda_fp16_channels_last_matches_unfused(arch):
+    net = _folded(arch).cuda().half().to(memory_format=torch.channels_last)
+    x = torch.randn(8, 3, 64, 64, device="cuda").half()
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = net(x).float()
+        fuse_conv_relu(net)
+        out = net(x).float()
+    torch.testing.assert_close(out, expected, atol=2e-2, rtol=2e-2)

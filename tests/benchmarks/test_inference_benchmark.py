@@ -217,14 +217,15 @@ def test_reference_seed_pipeline(benchmark, workload):
     _report(benchmark, workload, "reference (seed)", probs)
 
 
+# On CUDA, TorchBackend fuses bias and ReLU into cuDNN's convolutions unless fused_conv=False.
 CUDA_TORCH_VARIANTS = {
     "torch-cuda": {},
     "torch-cuda-fp16": dict(amp_dtype="float16"),
     "torch-cuda-fp16-graph": dict(amp_dtype="float16", cuda_graph=True),
-    "torch-cuda-fp16-compile-graph": dict(amp_dtype="float16", compile=True, cuda_graph=True),
-    "torch-cuda-fp16-fused-compile-graph": dict(
-        amp_dtype="float16", compile=True, cuda_graph=True, fused_conv=True
+    "torch-cuda-fp16-compile-graph-unfused": dict(
+        amp_dtype="float16", compile=True, cuda_graph=True, fused_conv=False
     ),
+    "torch-cuda-fp16-compile-graph": dict(amp_dtype="float16", compile=True, cuda_graph=True),
 }
 
 
@@ -233,8 +234,8 @@ def _backend(name: str, work: Workload) -> RewardBackend:
         if not torch.cuda.is_available():
             pytest.skip("needs a CUDA GPU")
         return TorchBackend(work.model, "cuda", chunk_size=CHUNK, **CUDA_TORCH_VARIANTS[name])
-    if name == "torch":
-        return TorchBackend(work.model, "cpu", chunk_size=CHUNK)
+    if name in ("torch", "torch-compile"):
+        return TorchBackend(work.model, "cpu", chunk_size=CHUNK, compile=name == "torch-compile")
     if name.startswith("onnxruntime"):
         return OnnxBackend(work.export_dir / f"reward_{name.split('-')[1]}.onnx", chunk_size=CHUNK)
     reason = tensorrt_unavailable_reason()
@@ -245,7 +246,14 @@ def _backend(name: str, work: Workload) -> RewardBackend:
 
 @pytest.mark.parametrize(
     "name",
-    ["torch", "onnxruntime-fp32", "onnxruntime-int8", *CUDA_TORCH_VARIANTS, "tensorrt"],
+    [
+        "torch",
+        "torch-compile",
+        "onnxruntime-fp32",
+        "onnxruntime-int8",
+        *CUDA_TORCH_VARIANTS,
+        "tensorrt",
+    ],
 )
 def test_backend_end_to_end(benchmark, workload, name):
     backend = _backend(name, workload)
@@ -260,4 +268,4 @@ def test_backend_end_to_end(benchmark, workload, name):
     probs = benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1)
     on_gpu = backend.device.type == "cuda"
     reference = _cuda_reference(workload) if on_gpu else None
-    _report(benchmark, workload, name if on_gpu else backend.name, probs, run, reference)
+    _report(benchmark, workload, name, probs, run, reference)

@@ -87,6 +87,7 @@ def make_backend(
     amp_dtype: str | None = None,
     compile: bool = False,
     cuda_graph: bool = False,
+    fused_conv: bool | None = None,
     threads: int | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> RewardBackend:
@@ -109,7 +110,7 @@ def make_backend(
         chunk_size (int, optional): frames per backend call. Defaults to ``256``.
         export_dir (str or path, optional): output of ``scripts/export_reward.py`` for this
             checkpoint. Defaults to ``None``.
-        amp_dtype, compile, cuda_graph: options of :class:`TorchBackend`.
+        amp_dtype, compile, cuda_graph, fused_conv: options of :class:`TorchBackend`.
         threads (int, optional): ONNX Runtime intra-op threads. Defaults to ``None``.
         cache_dir (str or path, optional): TensorRT engine cache. Defaults to ``None``.
     """
@@ -133,6 +134,7 @@ def make_backend(
             amp_dtype=amp_dtype,
             compile=compile,
             cuda_graph=cuda_graph,
+            fused_conv=fused_conv,
         )
 
     if backend == "torch":

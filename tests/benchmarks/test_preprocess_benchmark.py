@@ -30,6 +30,7 @@ pytestmark = pytest.mark.skipif(not has_ops(), reason="torchrl_reward._C is not 
 def _torch_op_chain(
     images: torch.Tensor, size: tuple[int, int] | None, dtype: torch.dtype
 ) -> torch.Tensor:
+    """The seed's ops. Without resize the result keeps the permuted (channels-last) strides."""
     mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
     x = images.permute(0, 3, 1, 2).float() / 255
@@ -61,21 +62,23 @@ def _peak_added_mb(fn: Callable[[], object]) -> float | None:
     return round((_rss_kb("VmHWM") - before) / 1024, 1)
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("size", [None, (112, 112)], ids=["128px", "resize112"])
-def test_preprocess_vs_torch_chain(benchmark, best_seconds, size, dtype):
+def test_preprocess_vs_torch_chain(benchmark, best_seconds, size, dtype, channels_last):
     images = torch.randint(
         0, 256, CHUNK, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
     )
+    options = dict(size=size, dtype=dtype, channels_last=channels_last)
 
     def chain():
         return _torch_op_chain(images, size, dtype)
 
     def fallback():
-        return preprocess_torch(images, MEAN, STD, size=size, dtype=dtype)
+        return preprocess_torch(images, MEAN, STD, **options)
 
     def op():
-        return preprocess(images, MEAN, STD, size=size, dtype=dtype)
+        return preprocess(images, MEAN, STD, **options)
 
     chain_s = best_seconds(chain, ROUNDS)
     fallback_s = best_seconds(fallback, ROUNDS)
@@ -99,8 +102,10 @@ def test_preprocess_vs_torch_chain(benchmark, best_seconds, size, dtype):
         "torch_chain_peak_added_mb": _peak_added_mb(chain),
     }
     benchmark.extra_info.update(info)
+    layout = "channels_last" if channels_last else "nchw"
     print(
-        f"\npreprocess {CHUNK} -> {size or 'same size'} {dtype}: op {info['op_ms']:.1f} ms, "
+        f"\npreprocess {CHUNK} -> {size or 'same size'} {dtype} {layout}: "
+        f"op {info['op_ms']:.1f} ms, "
         f"torch chain {info['torch_chain_ms']:.1f} ms ({info['speedup_vs_torch_chain']:.1f}x), "
         f"pure-torch fallback {info['fallback_ms']:.1f} ms ({info['speedup_vs_fallback']:.1f}x); "
         f"peak added memory op {info['op_peak_added_mb']} MB, "

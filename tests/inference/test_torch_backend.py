@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from torchrl_reward.inference import TorchBackend
+from torchrl_reward.ops.fused_conv import FusedBlock
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -80,3 +81,15 @@ def test_fused_conv_compiled_graph_on_gpu(model, frames):
     )
     probs = backend(frames.cuda())
     torch.testing.assert_close(probs.cpu(), reference, atol=1e-2, rtol=0)
+
+
+@needs_gpu
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_fp32_on_gpu_fuses_by_default(model, frames, channels_last):
+    backend = TorchBackend(model, "cuda", channels_last=channels_last)
+    assert isinstance(backend.model.backbone.layer1[0], FusedBlock)
+    assert not isinstance(TorchBackend(model, "cpu").model.backbone.layer1[0], FusedBlock)
+    # TF32 convolutions on both sides of the comparison's GPU run.
+    torch.testing.assert_close(
+        backend(frames.cuda()).cpu(), model.predict_proba(frames), atol=5e-3, rtol=0
+    )

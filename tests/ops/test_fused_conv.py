@@ -74,11 +74,18 @@ def test_needs_folded_batch_norms():
 
 @needs_cuda
 @pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("dtype", "memory_format"),
+    [
+        (torch.float16, torch.channels_last),
+        (torch.float32, torch.channels_last),
+        (torch.float32, torch.contiguous_format),
+    ],
+)
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
-def test_cuda_fp16_channels_last_matches_unfused(arch):
-    net = _folded(arch).cuda().half().to(memory_format=torch.channels_last)
-    x = torch.randn(8, 3, 64, 64, device="cuda").half()
-    x = x.contiguous(memory_format=torch.channels_last)
+def test_cuda_matches_unfused(arch, dtype, memory_format):
+    net = _folded(arch).cuda().to(dtype).to(memory_format=memory_format)
+    x = torch.randn(8, 3, 64, 64, device="cuda").to(dtype).contiguous(memory_format=memory_format)
     with torch.no_grad():
         expected = net(x).float()
         fuse_conv_relu(net)

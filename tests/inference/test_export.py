@@ -17,6 +17,7 @@ from torchrl_reward.inference import (
     frames_from_episodes,
     load_manifest,
     load_validation_frames,
+    read_onnx_metadata,
 )
 
 
@@ -32,7 +33,10 @@ def test_writes_files_and_manifest(model, frames, export_dir):
     assert fp32["passed"] and fp32["agreement"] == 1.0 and fp32["max_abs_diff"] < 1e-4
     assert fp32["sha256"] == file_sha256(export_dir / "reward_fp32.onnx")
     assert fp32["frames"] == frames.shape[0] - 24
-    assert {"agreement", "passed", "path"} <= set(backends["onnxruntime-int8"])
+    int8 = backends["onnxruntime-int8"]
+    assert {"agreement", "passed", "path"} <= set(int8)
+    metadata = read_onnx_metadata(export_dir / "reward_int8.onnx")
+    assert metadata["float_first_conv"] == int8["float_first_conv"]
     assert backends["tensorrt-fp16"]["sha256"] == file_sha256(export_dir / "reward_fp16.onnx")
     assert torch.equal(load_validation_frames(export_dir), frames[24:])
 
@@ -49,6 +53,16 @@ def test_manifest_is_tied_to_the_weights(model, export_dir, tmp_path):
     (tmp_path / "export.json").write_text("{truncated")
     with pytest.raises(ValueError, match="unreadable"):
         load_manifest(tmp_path, model)
+
+
+def test_int8_first_conv_goes_back_to_float_when_parity_fails(model, frames, tmp_path):
+    # No backend can agree on more than all labels: both int8 variants are tried and rejected.
+    manifest = export_reward(
+        model, tmp_path, frames[24:], calibration_frames=frames[:24], fp16=False, min_agreement=1.01
+    )
+    int8 = manifest["backends"]["onnxruntime-int8"]
+    assert not int8["passed"] and int8["float_first_conv"]
+    assert read_onnx_metadata(tmp_path / "reward_int8.onnx")["float_first_conv"]
 
 
 def test_validation_frames_are_checked(model, frames, tmp_path):

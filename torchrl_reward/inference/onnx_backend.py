@@ -142,11 +142,25 @@ def export_onnx(
     return path
 
 
-def _float_end_nodes(proto: onnx.ModelProto) -> list[str]:
-    """Names of the first convolution and of the head's matrix products."""
+def _float_nodes(proto: onnx.ModelProto, first_conv: bool) -> list[str]:
+    """Names of the head's matrix products, and of the first convolution if ``first_conv``."""
     convs = [node.name for node in proto.graph.node if node.op_type == "Conv"]
     heads = [node.name for node in proto.graph.node if node.op_type in ("Gemm", "MatMul")]
-    return convs[:1] + heads
+    return convs[:1] + heads if first_conv else heads
+
+
+def _input_range(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The quantiser's override for the input: the exact range of normalised pixels.
+
+    A uint8 pixel normalised per channel spans ``[-mean / std, (1 - mean) / std]``; one uint8
+    scale over the union of the channels' spans loses at most half a pixel level, where a
+    calibrated (percentile) range would clip the brightest pixels.
+    """
+    mean, std = metadata["mean"], metadata["std"]
+    low = min(-m / d for m, d in zip(mean, std, strict=True))
+    high = max((1.0 - m) / d for m, d in zip(mean, std, strict=True))
+    limits = {"rmin": np.array(low, dtype=np.float32), "rmax": np.array(high, dtype=np.float32)}
+    return {"TensorQuantOverrides": {INPUT_NAME: [limits]}}
 
 
 def _as_frames(frames: torch.Tensor, size: int, name: str) -> torch.Tensor:
@@ -186,7 +200,7 @@ def quantize_onnx_int8(
     *,
     method: str = "percentile",
     per_channel: bool = True,
-    float_ends: bool = True,
+    float_first_conv: bool = True,
     batch_size: int = 32,
 ) -> Path:
     """Static int8 quantisation of an exported fp32 ONNX, calibrated on recorded frames.
@@ -202,11 +216,12 @@ def quantize_onnx_int8(
         method (str, optional): ``"minmax"``, ``"entropy"`` or ``"percentile"``.
             Defaults to ``"percentile"``.
         per_channel (bool, optional): per-output-channel weight scales. Defaults to ``True``.
-        float_ends (bool, optional): keep the first convolution and the head in float. The
-            first layer sees raw normalised pixels and the head makes the decision; quantised,
-            they cause most label flips (a ResNet-18 trained on rendered PickCube frames:
-            98.3% -> 99.6% label agreement with float32, for ~18% more time). Defaults to
-            ``True``.
+        float_first_conv (bool, optional): keep the first convolution in float (the head
+            always stays float: it makes the decision, for no measurable time). Quantised,
+            with the input's exact range, it saves ~10% of the time per chunk on 2 AVX2 cores
+            and agreed with float32 on 99.6-99.8% of 512 labels for two trained checkpoints,
+            against 99.6-100% in float; :func:`export_reward` lets the parity check choose.
+            Defaults to ``True``.
         batch_size (int, optional): frames per calibration batch; frames past the last full
             batch are left out. Defaults to ``32``.
     """
@@ -230,7 +245,7 @@ def quantize_onnx_int8(
         prepared = Path(tmp) / "prepared.onnx"
         quantized = Path(tmp) / "int8.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
-        exclude = _float_end_nodes(onnx.load(str(prepared))) if float_ends else []
+        exclude = _float_nodes(onnx.load(str(prepared)), first_conv=float_first_conv)
         with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress
             quantize_static(
                 str(prepared),
@@ -242,11 +257,17 @@ def quantize_onnx_int8(
                 weight_type=QuantType.QInt8,
                 calibrate_method=_CALIBRATION_METHODS[method],
                 nodes_to_exclude=exclude,
+                extra_options=_input_range(metadata),
             )
         proto = onnx.load(str(quantized))
     _set_metadata(
         proto,
-        {**metadata, "precision": "int8", "calibration": method, "float_ends": float_ends},
+        {
+            **metadata,
+            "precision": "int8",
+            "calibration": method,
+            "float_first_conv": float_first_conv,
+        },
     )
     with atomic_write(path, "wb") as f:
         f.write(proto.SerializeToString())

@@ -90,11 +90,11 @@ class TorchBackend(RewardBackend):
         self.image_size = model.image_size
         self.channels_last = channels_last
         self.model = copy.deepcopy(model).eval().to(self.device)
+        on_cuda = self.device.type == "cuda"
         fold_batchnorm(self.model.backbone)
-        if fused_conv or (fused_conv is None and self.device.type == "cuda"):
+        if fused_conv or (fused_conv is None and on_cuda):
             fuse_conv_relu(self.model.backbone)
         # CUDA runs the network in the low-precision dtype; CPU autocasts (oneDNN bf16).
-        on_cuda = self.device.type == "cuda"
         self._net_dtype = self.amp_dtype if on_cuda and self.amp_dtype else torch.float32
         self._input_dtype = torch.float16 if self._net_dtype is torch.float16 else torch.float32
         self._autocast_dtype = None if on_cuda else self.amp_dtype

@@ -27,6 +27,10 @@ def _episode(length: int = 4, size: int = 16, seed: int = 0) -> TensorDict:
             "truncated": torch.zeros(length, 1, dtype=torch.bool),
             "success": success,
             "is_grasped": torch.ones(length, 1, dtype=torch.bool),
+            "is_obj_placed": success.clone(),
+            "is_robot_static": torch.ones(length, 1, dtype=torch.bool),
+            "qpos": torch.randn(length, 9, generator=g),
+            "qvel": torch.randn(length, 9, generator=g),
             "step": torch.arange(length),
         },
         batch_size=[length],
@@ -64,9 +68,10 @@ def test_round_trip_and_plain_pickle_layout(tmp_path, compress):
         seed=3,
     )
     loaded = load_episode(path)
-    for key in ("pixels", "observation", "action", "step"):
+    for key in ("pixels", "observation", "action", "step", "qpos", "qvel"):
         torch.testing.assert_close(loaded[key], episode[key])
-    for key in ("reward", "done", "terminated", "truncated", "success", "is_grasped"):
+    flags = ("success", "is_grasped", "is_obj_placed", "is_robot_static")
+    for key in ("reward", "done", "terminated", "truncated", *flags):
         torch.testing.assert_close(loaded[key], episode[key].reshape(-1))
 
     with open(path, "rb") as f:
@@ -81,6 +86,8 @@ def test_round_trip_and_plain_pickle_layout(tmp_path, compress):
     assert frame["action"].shape == (8,)
     assert isinstance(frame["reward"], float)
     assert {frame[k] for k in ("done", "grasp", "success")} <= {True, False}
+    assert {frame[k] for k in ("is_obj_placed", "is_robot_static")} <= {True, False}
+    assert frame["obs"]["qvel"].dtype == np.float32 and frame["obs"]["qvel"].shape == (9,)
 
 
 def test_loads_rlinf_files(tmp_path):
@@ -93,7 +100,8 @@ def test_loads_rlinf_files(tmp_path):
     assert loaded["pixels"].dtype == torch.uint8 and loaded["pixels"].shape == (3, 8, 8, 3)
     assert loaded["is_grasped"].tolist() == [False, True, True]
     assert loaded["done"].tolist() == [False, False, True]
-    assert "terminated" not in loaded and "step" not in loaded
+    for key in ("terminated", "step", "is_obj_placed", "is_robot_static", "qpos", "qvel"):
+        assert key not in loaded
 
 
 @pytest.mark.parametrize(

@@ -82,8 +82,11 @@ def test_episodes_labels_and_frame_alignment(env, tmp_path):
         torch.testing.assert_close(episode["pixels"], steps["next", "pixels"])
         torch.testing.assert_close(episode["observation"], steps["next", "observation"])
         torch.testing.assert_close(episode["action"], steps["action"])
-        for key in ("reward", "done", "terminated", "truncated", "success", "is_grasped"):
+        flags = ("success", "is_grasped", "is_obj_placed", "is_robot_static")
+        for key in ("reward", "done", "terminated", "truncated", *flags):
             torch.testing.assert_close(episode[key], steps["next", key].reshape(-1))
+        for key in ("qpos", "qvel"):  # the robot's state, beside obs/states
+            torch.testing.assert_close(episode[key], steps["next", key])
         assert episode["step"].tolist() == list(range(episode.batch_size[0]))
     assert episodes[0]["success"].tolist() == [True] and episodes[0]["terminated"].all()
     assert not episodes[1]["success"].any() and episodes[1]["truncated"][-1]
@@ -115,6 +118,9 @@ def test_scripted_success_and_frames_after_success(tmp_path):
     assert whole.batch_size[0] == first.batch_size[0] < 50
     assert whole["success"][-1] and not whole["success"][:-1].any() and whole["terminated"][-1]
     assert whole["is_grasped"].any()
+    # Success is placed and static: the recorded halves say which one a frame misses.
+    assert torch.equal(whole["success"], whole["is_obj_placed"] & whole["is_robot_static"])
+    assert whole["is_obj_placed"].any()
     torch.testing.assert_close(whole["pixels"], first["next", "pixels"])
 
     hit = int(second["next", "success"].reshape(-1).nonzero()[0])

@@ -8,7 +8,7 @@ from torchrl.envs import ParallelEnv
 from torchrl.envs.utils import check_env_specs
 
 from torchrl_reward.envs import ManiSkillEnv
-from torchrl_reward.envs.maniskill import _resolve_backends
+from torchrl_reward.envs.maniskill import VIEWS, _resolve_backends, resolve_views
 
 pytestmark = pytest.mark.slow
 
@@ -30,9 +30,33 @@ def test_pixels_are_uint8_hwc_after_step(pixel_env):
     assert pixels.dtype == torch.uint8
     assert pixels.shape == (1, 3, 64, 64, 3)
     assert pixels.float().std() > 0  # a rendered scene, not a blank frame
-    for key in ("success", "is_grasped", "done", "terminated", "truncated"):
+    flags = ("success", "is_grasped", "is_obj_placed", "is_robot_static")
+    for key in (*flags, "done", "terminated", "truncated"):
         assert td["next", key].shape == (1, 3, 1) and td["next", key].dtype == torch.bool
     assert td["next", "observation"].shape == (1, 3, 42)
+    # The robot's joint state, the same values as the state observation's first 18.
+    torch.testing.assert_close(td["next", "qpos"], td["next", "observation"][..., :9])
+    torch.testing.assert_close(td["next", "qvel"], td["next", "observation"][..., 9:18])
+
+
+@pytest.fixture(scope="module")
+def two_view_env():
+    env = ManiSkillEnv(
+        "PickCube-v1", pixels=True, image_size=64, max_episode_steps=10, views=["goal", "front"]
+    )
+    yield env
+    env.close()
+
+
+def _goal_frames(env) -> list[torch.Tensor]:
+    env.set_seed(0)
+    env.reset()
+    goal = env.base_env.goal_site
+    frames = []
+    for xyz in ((0.06, 0.06, 0.06), (-0.06, -0.06, 0.06)):
+        goal.set_pose(goal.pose.__class__.create_from_pq(p=torch.tensor([xyz])))
+        frames.append(env.base_env.render().clone())
+    return frames
 
 
 def test_goal_marker_is_visible(pixel_env):
@@ -41,15 +65,32 @@ def test_goal_marker_is_visible(pixel_env):
     The goal is put at two fixed spots low over the table, in front of the resting arm, so the
     check does not depend on where the episode's random goal (possibly behind the arm) is.
     """
-    pixel_env.set_seed(0)
-    pixel_env.reset()
-    goal = pixel_env.base_env.goal_site
-    frames = []
-    for xyz in ((0.06, 0.06, 0.06), (-0.06, -0.06, 0.06)):
-        goal.set_pose(goal.pose.__class__.create_from_pq(p=torch.tensor([xyz])))
-        frames.append(pixel_env.base_env.render().clone())
+    frames = _goal_frames(pixel_env)
     changed = (frames[0].int() - frames[1].int()).abs().amax(-1) > 30
     assert changed.sum() >= 10  # two blobs of goal-marker pixels, not noise
+
+
+def test_every_view_is_tiled_and_shows_the_goal_marker(two_view_env):
+    td = two_view_env.rollout(2)
+    assert td["next", "pixels"].shape == (1, 2, 64, 128, 3)
+    assert two_view_env.observation_spec["pixels"].shape == (1, 64, 128, 3)
+    frames = _goal_frames(two_view_env)
+    changed = (frames[0].int() - frames[1].int()).abs().amax(-1) > 30
+    for view in range(2):
+        assert changed[0, :, 64 * view : 64 * (view + 1)].sum() >= 10, f"view {view}"
+    # Two cameras, not one frame twice.
+    assert not torch.equal(frames[0][0, :, :64], frames[0][0, :, 64:])
+
+
+def test_views_accept_names_mappings_and_reject_bad_ones():
+    views = resolve_views(["goal", {"eye": [0.5, 0, 0.4], "target": [0, 0, 0.1], "fov": 0.8}])
+    assert views[0] == VIEWS["goal"] and views[1].fov == 0.8
+    with pytest.raises(ValueError, match="Unknown view 'top'"):
+        resolve_views(["top"])
+    with pytest.raises(ValueError, match="lacks 'fov'"):
+        resolve_views([{"eye": [0, 0, 1], "target": [0, 0, 0]}])
+    with pytest.raises(ValueError, match="non-empty list"):
+        resolve_views([])
 
 
 def test_truncates_at_max_episode_steps(pixel_env):

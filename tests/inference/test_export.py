@@ -12,6 +12,7 @@ from tensordict import TensorDict
 
 from torchrl_reward.data import write_episode
 from torchrl_reward.inference import (
+    export_onnx,
     export_reward,
     file_sha256,
     frames_from_episodes,
@@ -19,6 +20,7 @@ from torchrl_reward.inference import (
     load_validation_frames,
     read_onnx_metadata,
 )
+from torchrl_reward.models import ResNetRewardModel
 
 
 def test_writes_files_and_manifest(model, frames, export_dir):
@@ -128,3 +130,10 @@ def test_export_script(model, frames, tmp_path):
     manifest = load_manifest(tmp_path / "reward_export", model)
     assert manifest["validation_frames"] == 24
     assert set(manifest["backends"]) == {"torch", "onnxruntime-fp32"}
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_views=2), dict(proprio={"qvel": 9})])
+def test_views_and_proprio_models_are_refused_by_the_exporter(tmp_path, kwargs):
+    model = ResNetRewardModel(image_size=32, **kwargs)
+    with pytest.raises(ValueError, match="backend='torch'"):
+        export_onnx(model, tmp_path / "m.onnx")

@@ -158,3 +158,41 @@ def test_imagenet_weights_come_from_torchs_cache_only(tmp_path, monkeypatch):
     torch.save(reference.state_dict(), path)
     model = ResNetRewardModel(image_size=32, pretrained_weights="imagenet")
     torch.testing.assert_close(model.backbone.conv1.weight, reference.conv1.weight)
+
+
+def test_views_share_one_trunk_and_concatenate_features():
+    torch.manual_seed(0)
+    model = ResNetRewardModel(image_size=32, num_views=2).eval()
+    left, right = _images(seed=1), _images(seed=2)
+    frames = torch.cat([left, right], dim=2)  # [4, 32, 64, 3], tiled side by side
+    assert model.frame_shape == (32, 64, 3)
+    features = [model.backbone(model.preprocess(torch.cat([v, v], 2))[::2]) for v in (left, right)]
+    expected = model.head(torch.cat(features, dim=-1)).squeeze(-1)
+    torch.testing.assert_close(model(frames), expected)
+    with pytest.raises(ValueError, match="do not tile 2 views"):
+        model(_images(size=33))
+
+
+def test_proprio_inputs_are_checked_normalised_and_saved(tmp_path):
+    torch.manual_seed(0)
+    mean, std = [0.5] * 9, [2.0] * 9
+    model = ResNetRewardModel(
+        image_size=32, proprio={"qvel": 9}, proprio_mean=mean, proprio_std=std
+    ).eval()
+    images, qvel = _images(), torch.randn(4, 9)
+    probs = model.predict_proba(images, qvel)
+    assert not torch.allclose(probs, model.predict_proba(images, qvel + 1))  # it reads them
+    loaded = ResNetRewardModel.load(model.save(tmp_path / "m.pt"))
+    assert loaded.proprio == {"qvel": 9} and loaded.proprio_std.tolist() == std
+    torch.testing.assert_close(loaded.predict_proba(images, qvel), probs)
+    torch.testing.assert_close(loaded.predict_proba(images, qvel, chunk_size=3), probs)
+    with pytest.raises(ValueError, match=r"needs its proprio inputs \['qvel'\]"):
+        model(images)
+    with pytest.raises(ValueError, match=r"must be shaped \[4, 9\]"):
+        model(images, qvel[:, :8])
+    with pytest.raises(TypeError, match="float tensor"):
+        model(images, qvel.long())
+    with pytest.raises(ValueError, match="NaN"):
+        model(images, torch.full((4, 9), float("nan")))
+    with pytest.raises(ValueError, match="takes no proprio"):
+        ResNetRewardModel(image_size=32)(images, qvel)

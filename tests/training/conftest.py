@@ -36,9 +36,20 @@ def _write(rollout: TensorDictBase, root: Path, index: int, seed: int) -> None:
             "observation": nxt["observation"],
             "action": rollout["action"],
             "step": torch.arange(rollout.shape[0]),
+            "qpos": nxt["qpos"],
+            "qvel": nxt["qvel"],
             **{
                 key: nxt[key].squeeze(-1)
-                for key in ("reward", "done", "success", "is_grasped", "terminated", "truncated")
+                for key in (
+                    "reward",
+                    "done",
+                    "success",
+                    "is_grasped",
+                    "is_obj_placed",
+                    "is_robot_static",
+                    "terminated",
+                    "truncated",
+                )
             },
         },
         batch_size=rollout.shape,

@@ -11,6 +11,7 @@ from torchrl_reward.training import (
     frame_labels,
     split_episodes,
 )
+from torchrl_reward.training.dataset import select_views
 
 
 def test_split_is_by_episode_seeded_and_stratified():
@@ -42,6 +43,7 @@ def test_success_once_labels_every_frame_from_the_first_success_on():
         episode_success=torch.tensor([True, False]),
         skipped=[],
         fingerprint="",
+        lacking={"is_obj_placed": "failure/b.pkl"},
     )
     assert torch.equal(frame_labels(cache, "success"), success)
     once = frame_labels(cache, "success_once")
@@ -50,8 +52,14 @@ def test_success_once_labels_every_frame_from_the_first_success_on():
         frame_labels(cache, "sticky")
     # Batches carry the labels of the rule they are given, not the cache's own.
     batches = FrameBatches(cache, [torch.tensor([4, 3, 0])], once)
-    assert batches[0][1].tolist() == [0.0, 1.0, 1.0]
-    assert FrameBatches(cache, [torch.tensor([4, 3, 0])])[0][1].tolist() == [0.0, 0.0, 1.0]
+    pixels, proprio, labels = batches[0]
+    assert labels.tolist() == [0.0, 1.0, 1.0] and proprio is None and pixels.shape == (3, 2, 2, 3)
+    # "placed" reads the recorded is_obj_placed; a cache without it names a file that lacks it.
+    with pytest.raises(ValueError, match=r"failure/b\.pkl has no per-frame 'is_obj_placed'"):
+        frame_labels(cache, "placed")
+    cache.extras["is_obj_placed"] = success | once
+    assert torch.equal(frame_labels(cache, "placed"), success | once)
+    assert FrameBatches(cache, [torch.tensor([4, 3, 0])])[0][2].tolist() == [0.0, 0.0, 1.0]
 
 
 def test_balanced_indices_follow_the_failure_ratio():
@@ -94,3 +102,13 @@ def test_augment_colour_jitter_and_identity():
     assert ((values >= 50) & (values <= 150)).all()
     with pytest.raises(ValueError, match="uint8"):
         FrameAugment()(images.float())
+
+
+def test_select_views_keeps_the_asked_views_in_order():
+    frames = torch.arange(2 * 4 * 12 * 3, dtype=torch.int64).reshape(2, 4, 12, 3).to(torch.uint8)
+    left, middle, right = frames[:, :, :4], frames[:, :, 4:8], frames[:, :, 8:]
+    assert torch.equal(select_views(frames, [2, 0], 3), torch.cat([right, left], dim=2))
+    assert torch.equal(select_views(frames, [1], 3), middle)
+    assert select_views(frames, None, 3) is frames
+    with pytest.raises(ValueError, match="frames tile 3"):
+        select_views(frames, [3], 3)

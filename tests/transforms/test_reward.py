@@ -11,6 +11,7 @@ from torchrl.envs import TransformedEnv
 from torchrl.envs.utils import check_env_specs
 
 from torchrl_reward.envs import ManiSkillEnv
+from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.transforms import RewardTransform
 
 SIZE = 32  # the fixture model's image size
@@ -246,3 +247,34 @@ def test_in_a_maniskill_env(model):
             RewardTransform(model=model, device="cpu"),
         )
         env.check_env_specs()
+
+
+def test_proprio_inputs_come_from_their_key_and_are_checked():
+    torch.manual_seed(0)
+    model = ResNetRewardModel(image_size=SIZE, proprio={"qvel": 9}).eval()
+    transform = RewardTransform(model=model, device="cpu", chunk_size=4)
+    frames, qvel = make_frames(2, 5), torch.randn(2, 5, 9)
+    batch = _rollout(frames)
+    batch["next", "qvel"] = qvel
+    out = transform(batch.clone())
+    expected = model.predict_proba(frames, qvel).unsqueeze(-1)
+    torch.testing.assert_close(out["next", "reward"], expected, atol=1e-5, rtol=0)
+    terminal = RewardTransform(model=model, device="cpu", terminal_only=True)
+    last = terminal(batch.clone())["next", "reward"][:, -1]
+    torch.testing.assert_close(last, expected[:, -1], atol=1e-5, rtol=0)
+    with pytest.raises(KeyError, match=r"lacks \['qvel'\]"):
+        transform(_rollout(frames))
+    batch["next", "qvel"] = qvel[..., :8]
+    with pytest.raises(ValueError, match=r"'qvel' must be float \[\*B, 9\]"):
+        transform(batch.clone())
+    batch["next", "qvel"] = torch.full_like(qvel, float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        transform(batch.clone())
+
+
+def test_frames_with_another_view_count_are_refused(model):
+    two_views = ResNetRewardModel(image_size=SIZE, num_views=2).eval()
+    transform = RewardTransform(model=two_views, device="cpu")
+    assert transform.success_prob(torch.cat([make_frames(3)] * 2, dim=2)).shape == (3,)
+    with pytest.raises(ValueError, match=r"checkpoint scores 32x64 \(2 views of 32x32"):
+        transform.success_prob(make_frames(3))

@@ -32,7 +32,10 @@ CLASS_DIRS = ("success", "failure")
 EPISODE_NAME = re.compile(r"^episode_(\d+)\.pkl$")
 # Keys of the tensordicts given to write_episode and returned by load_episode.
 EPISODE_KEYS = ("pixels", "observation", "action", "reward", "done", "success", "is_grasped")
-OPTIONAL_KEYS = ("terminated", "truncated", "step")
+# Written when the episode has them; RLinf's files have none (asking for one is an error there).
+OPTIONAL_FLAGS = ("terminated", "truncated", "is_obj_placed", "is_robot_static")
+PROPRIO_KEYS = ("qpos", "qvel")  # per-frame robot state, stored as obs/<name> beside obs/states
+OPTIONAL_KEYS = (*OPTIONAL_FLAGS, "step", *PROPRIO_KEYS)
 _RESERVED = ("frames", "success", "label", "compression")
 # RLinf's per-frame scalar names for our tensordict keys.
 _FRAME_SCALARS = {"reward": "reward", "done": "done", "is_grasped": "grasp", "success": "success"}
@@ -90,7 +93,7 @@ def episode_to_dict(
         )
     scalars = {
         key: columns[key].reshape(length)
-        for key in (*_FRAME_SCALARS, *OPTIONAL_KEYS)
+        for key in (*_FRAME_SCALARS, *OPTIONAL_FLAGS, "step")
         if key in columns
     }
     frames = []
@@ -102,9 +105,12 @@ def episode_to_dict(
             },
             "action": columns["action"][t].astype(np.float32),
         }
+        for key in PROPRIO_KEYS:
+            if key in columns:
+                frame["obs"][key] = columns[key][t].astype(np.float32)
         for key, name in _FRAME_SCALARS.items():
             frame[name] = float(scalars[key][t]) if key == "reward" else bool(scalars[key][t])
-        for key in ("terminated", "truncated"):
+        for key in OPTIONAL_FLAGS:
             if key in scalars:
                 frame[key] = bool(scalars[key][t])
         if "step" in scalars:
@@ -191,9 +197,13 @@ def episode_from_dict(record: Any, path: str | os.PathLike = "<memory>") -> Tens
     for key, name in _FRAME_SCALARS.items():
         dtype = np.float32 if key == "reward" else np.bool_
         data[key] = torch.from_numpy(_scalar_column(path, frames, name, dtype))
-    for key, dtype in (("terminated", np.bool_), ("truncated", np.bool_), ("step", np.int64)):
+    for key, dtype in (*((k, np.bool_) for k in OPTIONAL_FLAGS), ("step", np.int64)):
         if all(key in frame for frame in frames):
             data[key] = torch.from_numpy(_scalar_column(path, frames, key, dtype))
+    for key in PROPRIO_KEYS:
+        if all(isinstance(f["obs"], Mapping) and key in f["obs"] for f in frames):
+            column = _column(path, frames, f"obs/{key}", lambda f, k=key: f["obs"][k], np.float32)
+            data[key] = torch.from_numpy(column).reshape(length, -1)
     return TensorDict(data, batch_size=[length])
 
 
@@ -210,7 +220,9 @@ def load_episode(path: str | os.PathLike) -> TensorDict:
 
     Keys: ``pixels`` uint8 ``[T, H, W, 3]``, ``observation`` float32 ``[T, D]``, ``action``
     float32 ``[T, A]``, ``reward`` float32 ``[T]``, ``done`` / ``success`` / ``is_grasped`` bool
-    ``[T]``, and ``terminated`` / ``truncated`` (bool) / ``step`` (int64) when the file has them.
+    ``[T]``, and, when the file has them, ``terminated`` / ``truncated`` / ``is_obj_placed`` /
+    ``is_robot_static`` (bool ``[T]``), ``step`` (int64) and ``qpos`` / ``qvel`` (float32
+    ``[T, dof]``).
 
     Raises:
         FileNotFoundError: the file does not exist.

@@ -33,6 +33,9 @@ NEXT_KEYS = (
     "success",
     "is_grasped",
 )
+# Recorded when the env has them (ManiSkillEnv does): the placed / static halves of PickCube's
+# success, and the robot's joint positions and velocities.
+OPTIONAL_NEXT_KEYS = ("is_obj_placed", "is_robot_static", "qpos", "qvel")
 # Next episode id and per-class counts, updated under an exclusive flock with every write.
 STATE_FILE = ".recorder_state"
 _STATE_FORMAT = "{:012d} {:012d} {:012d}\n"
@@ -91,7 +94,8 @@ class EpisodeRecorder(Transform):
     Append it to a :class:`~torchrl.envs.TransformedEnv` (the collector's env): it changes
     nothing the policy sees. Each step, it keeps one CPU copy of the batch's frame (``pixels``,
     ``observation``, ``reward``, ``done``, ``terminated``, ``truncated``, ``success``,
-    ``is_grasped`` after the step, and the step's ``action``); when env ``i``'s episode ends,
+    ``is_grasped`` after the step, with ``is_obj_placed``, ``is_robot_static``, ``qpos`` and
+    ``qvel`` when the env has them, and the step's ``action``); when env ``i``'s episode ends,
     its frames go to a background writer thread through a bounded queue, so the env step only
     copies tensors. Files use the seed system's (RLinf) layout, see
     :mod:`torchrl_reward.data.episode_io`.
@@ -226,7 +230,7 @@ class EpisodeRecorder(Transform):
                 " Build the env with ManiSkillEnv(..., pixels=True)." if "pixels" in missing else ""
             )
             raise KeyError(f"EpisodeRecorder needs {missing} in the env's step output.{hint}")
-        frame = next_tensordict.select(*NEXT_KEYS)
+        frame = next_tensordict.select(*NEXT_KEYS, *OPTIONAL_NEXT_KEYS, strict=False)
         frame.set("action", tensordict.get("action"))
         frame = frame.reshape(-1)
         # One copy per step for the whole batch (GPU: a single non-blocking transfer and sync).

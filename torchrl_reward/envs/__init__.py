@@ -4,6 +4,11 @@ from torchrl_reward.envs._vulkan import select_vulkan_driver
 
 select_vulkan_driver()
 
-from torchrl_reward.envs.maniskill import ManiSkillEnv, ManiSkillWrapper  # noqa: E402
+from torchrl_reward.envs.maniskill import (  # noqa: E402
+    VIEWS,
+    CameraView,
+    ManiSkillEnv,
+    ManiSkillWrapper,
+)
 
-__all__ = ["ManiSkillEnv", "ManiSkillWrapper", "select_vulkan_driver"]
+__all__ = ["VIEWS", "CameraView", "ManiSkillEnv", "ManiSkillWrapper", "select_vulkan_driver"]

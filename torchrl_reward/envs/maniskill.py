@@ -2,13 +2,17 @@
 
 TorchRL's ``GymEnv`` misreads ManiSkill's batched ``num_envs`` (every ManiSkill env is already a
 batch), so this wrapper maps it directly: batch size ``[num_envs]``, partial resets from TorchRL's
-``"_reset"`` mask, and RGB frames from a camera framed on the workspace that shows the goal marker
-(ManiSkill hides ``goal_site`` from sensor cameras; only the human render camera sees it).
+``"_reset"`` mask, and RGB frames from one or more reward views, cameras framed on the workspace
+that show the goal marker (ManiSkill hides ``goal_site`` from sensor cameras; its human render
+cameras see it), tiled side by side into one frame.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -16,14 +20,95 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
-# A side view of PickCube's workspace: cube and goal span ~6-10 px at 128 px and the arm, which
-# comes from -x, rarely hides the goal. ``look_at`` eye / target in metres, field of view in rad.
-GOAL_CAMERA_EYE = (0.15, 0.55, 0.38)
-GOAL_CAMERA_TARGET = (-0.02, 0.0, 0.12)
-GOAL_CAMERA_FOV = 1.0
 MAX_IMAGE_SIZE = 1024
 
-_INFO_KEYS = ("success", "is_grasped")
+
+@dataclass(frozen=True)
+class CameraView:
+    """A reward camera: ``look_at`` eye and target in metres, vertical field of view in rad."""
+
+    eye: tuple[float, float, float]
+    target: tuple[float, float, float]
+    fov: float
+
+
+# Named views of PickCube's workspace. "goal": from the side (+y); cube and goal span ~6-10 px
+# at 128 px and the arm, which comes from -x, rarely hides the goal. "front": from +x, a line of
+# sight orthogonal to "goal"'s, which resolves the offsets "goal" sees along its own axis.
+VIEWS = {
+    "goal": CameraView(eye=(0.15, 0.55, 0.38), target=(-0.02, 0.0, 0.12), fov=1.0),
+    "front": CameraView(eye=(0.55, -0.05, 0.38), target=(-0.02, 0.0, 0.12), fov=1.0),
+}
+DEFAULT_VIEWS = ("goal",)
+
+# Per-step flags from ManiSkill's ``evaluate()`` (False where a task has no such flag), and the
+# robot's proprioception (joint positions and velocities), available on a real robot too.
+_INFO_KEYS = ("success", "is_grasped", "is_obj_placed", "is_robot_static")
+PROPRIO_KEYS = ("qpos", "qvel")
+
+
+def resolve_views(views: Sequence[str | Mapping[str, Any] | CameraView] | None) -> list[CameraView]:
+    """Views from names of :data:`VIEWS`, ``{eye, target, fov}`` mappings or :class:`CameraView`."""
+    views = DEFAULT_VIEWS if views is None else views
+    if isinstance(views, (str, Mapping, CameraView)) or not len(views):
+        raise ValueError(f"views must be a non-empty list of views, got {views!r}.")
+    resolved = []
+    for view in views:
+        if isinstance(view, str):
+            if view not in VIEWS:
+                raise ValueError(f"Unknown view {view!r}; named views: {sorted(VIEWS)}.")
+            view = VIEWS[view]
+        elif isinstance(view, Mapping):
+            try:
+                view = CameraView(tuple(view["eye"]), tuple(view["target"]), float(view["fov"]))
+            except KeyError as err:
+                raise ValueError(
+                    f"A view mapping needs eye, target and fov; {view!r} lacks {err}."
+                ) from None
+        if len(view.eye) != 3 or len(view.target) != 3 or not 0 < view.fov < 3.1:
+            raise ValueError(f"A view needs 3-d eye and target and 0 < fov < pi, got {view}.")
+        resolved.append(view)
+    return resolved
+
+
+def _register_view_env(env_id: str, views: list[CameraView], image_size: int) -> str:
+    """Register (once per process) ``env_id`` with one human render camera per view.
+
+    ManiSkill renders and tiles every human render camera side by side (goal marker shown), but
+    its kwargs can only restyle the task's own camera, so the views come from a subclass whose
+    default render cameras are the views. Returns the registered id.
+    """
+    from mani_skill.sensors.camera import CameraConfig
+    from mani_skill.utils import sapien_utils
+    from mani_skill.utils.registration import REGISTERED_ENVS, register_env
+
+    key = json.dumps([env_id, image_size, [asdict(v) for v in views]])
+    uid = f"{env_id}-views-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+    if uid in REGISTERED_ENVS:
+        return uid
+    base = REGISTERED_ENVS[env_id]
+
+    def cameras(self: Any) -> list:
+        return [
+            CameraConfig(
+                f"reward_view_{i}",
+                sapien_utils.look_at(eye=list(v.eye), target=list(v.target)),
+                image_size,
+                image_size,
+                v.fov,
+                0.01,
+                100,
+            )
+            for i, v in enumerate(views)
+        ]
+
+    cls = type(
+        f"{base.cls.__name__}RewardViews",
+        (base.cls,),
+        {"_default_human_render_camera_configs": property(cameras)},
+    )
+    register_env(uid, max_episode_steps=base.max_episode_steps, **base.default_kwargs)(cls)
+    return uid
 
 
 def _resolve_backends(sim_backend: str, render_backend: str, num_envs: int) -> tuple[str, str]:
@@ -66,8 +151,10 @@ class ManiSkillWrapper(EnvBase):
         device (torch.device, optional): where the tensordicts live. Defaults to the
             simulator's device.
 
-    Keys: ``observation`` (state vector), ``reward``, ``done``, ``terminated``, ``truncated``,
-    ``success``, ``is_grasped`` (all ``[num_envs, 1]`` but the observation) and ``pixels``.
+    Keys: ``observation`` (state vector), ``qpos`` and ``qvel`` (the robot's joint positions
+    and velocities), ``reward``, ``done``, ``terminated``, ``truncated``, the task's flags
+    ``success``, ``is_grasped``, ``is_obj_placed``, ``is_robot_static`` (``[num_envs, 1]``) and
+    ``pixels`` (every render camera, tiled side by side).
     """
 
     def __init__(
@@ -103,13 +190,15 @@ class ManiSkillWrapper(EnvBase):
         n = self.batch_size
         obs_dim = self._env.unwrapped.single_observation_space.shape
         act_space = self._env.unwrapped.single_action_space
+        dof = self.base_env.agent.robot.get_qpos().shape[-1]
         observation = {
             "observation": Unbounded(shape=(*n, *obs_dim), dtype=torch.float32),
+            **{k: Unbounded(shape=(*n, dof), dtype=torch.float32) for k in PROPRIO_KEYS},
             **{k: Categorical(2, shape=(*n, 1), dtype=torch.bool) for k in _INFO_KEYS},
         }
         if self.pixels:
-            camera = next(iter(self.base_env.scene.human_render_cameras.values())).camera
-            height, width = camera.height, camera.width
+            cameras = [c.camera for c in self.base_env.scene.human_render_cameras.values()]
+            height, width = cameras[0].height, sum(c.width for c in cameras)
             observation["pixels"] = Bounded(0, 255, shape=(*n, height, width, 3), dtype=torch.uint8)
         self.observation_spec = Composite(observation, shape=n)
         self.action_spec = Bounded(
@@ -132,8 +221,13 @@ class ManiSkillWrapper(EnvBase):
         return value.expand(self.batch_size.numel()).reshape(*self.batch_size, 1)
 
     def _observe(self, obs: torch.Tensor, info: dict) -> TensorDict:
+        robot = self.base_env.agent.robot
         td = TensorDict(
-            {"observation": obs.to(self.device, torch.float32)},
+            {
+                "observation": obs.to(self.device, torch.float32),
+                "qpos": robot.get_qpos().to(self.device, torch.float32),
+                "qvel": robot.get_qvel().to(self.device, torch.float32),
+            },
             batch_size=self.batch_size,
             device=self.device,
         )
@@ -200,7 +294,11 @@ class ManiSkillEnv(ManiSkillWrapper):
             on the GPU whenever CUDA is there. Defaults to ``"auto"``.
         ignore_terminations (bool, optional): keep stepping after success (episodes end only by
             truncation). Defaults to ``False``.
-        camera_eye / camera_target / camera_fov: the goal camera's placement.
+        views (sequence, optional): the reward cameras, each a name of :data:`VIEWS`
+            (``"goal"``, ``"front"``), an ``{eye, target, fov}`` mapping or a
+            :class:`CameraView`; each renders ``image_size`` square, all show the goal marker,
+            and ``pixels`` tiles them side by side (``[H, len(views) * H, 3]``).
+            Defaults to ``("goal",)``.
         seed (int, optional): seeds the first reset, like :meth:`set_seed`. Defaults to ``None``.
         device (torch.device, optional): where the tensordicts live. Defaults to the sim's.
 
@@ -223,9 +321,7 @@ class ManiSkillEnv(ManiSkillWrapper):
         sim_backend: str = "auto",
         render_backend: str = "auto",
         ignore_terminations: bool = False,
-        camera_eye: Sequence[float] = GOAL_CAMERA_EYE,
-        camera_target: Sequence[float] = GOAL_CAMERA_TARGET,
-        camera_fov: float = GOAL_CAMERA_FOV,
+        views: Sequence[str | Mapping[str, Any] | CameraView] | None = None,
         seed: int | None = None,
         device: Any = None,
         **make_kwargs: Any,
@@ -244,7 +340,7 @@ class ManiSkillEnv(ManiSkillWrapper):
             reward_mode=reward_mode,
             sim_backend=sim_backend,
             render_backend=render_backend,
-            camera=(tuple(camera_eye), tuple(camera_target), camera_fov),
+            views=resolve_views(views),
             **make_kwargs,
         )
         super().__init__(env, pixels=pixels, ignore_terminations=ignore_terminations, device=device)
@@ -282,13 +378,11 @@ class ManiSkillEnv(ManiSkillWrapper):
         reward_mode: str,
         sim_backend: str,
         render_backend: str,
-        camera: tuple,
+        views: list[CameraView],
         **make_kwargs: Any,
     ) -> Any:
         import gymnasium as gym
-        from mani_skill.utils import sapien_utils
 
-        eye, target, fov = camera
         kwargs: dict[str, Any] = dict(
             obs_mode="state",
             control_mode=control_mode,
@@ -300,12 +394,7 @@ class ManiSkillEnv(ManiSkillWrapper):
         )
         if pixels:
             kwargs["render_mode"] = "rgb_array"
-            kwargs["human_render_camera_configs"] = dict(
-                width=image_size,
-                height=image_size,
-                pose=sapien_utils.look_at(eye=list(eye), target=list(target)),
-                fov=fov,
-            )
+            env_id = _register_view_env(env_id, views, image_size)
         kwargs.update(make_kwargs)
         try:
             return gym.make(env_id, **kwargs)

@@ -17,8 +17,8 @@ from tensordict.nn import TensorDictModuleBase
 # PickCube-v1 state observation layout (obs_mode="state", 42 values).
 _IS_GRASPED = 18
 _TCP_POS = slice(19, 22)
-_GOAL_POS = slice(26, 29)
-_CUBE_POS = slice(29, 32)
+GOAL_POS = slice(26, 29)
+CUBE_POS = slice(29, 32)
 OBS_DIM = 42
 CONTROL_MODE = "pd_ee_delta_pos"  # the action space the controller writes
 # pd_ee_delta_pos maps an action of 1.0 to a 0.1 m end-effector translation.
@@ -75,8 +75,8 @@ class ScriptedPickPolicy(TensorDictModuleBase):
                 f"ScriptedPickPolicy reads PickCube-v1 state observations ({OBS_DIM} values), got "
                 f"shape {tuple(obs.shape)}; build the env with obs_mode='state'."
             )
-        tcp, cube = obs[..., _TCP_POS], obs[..., _CUBE_POS]
-        goal = obs[..., _GOAL_POS] + obs.new_tensor(self.goal_offset)
+        tcp, cube = obs[..., _TCP_POS], obs[..., CUBE_POS]
+        goal = obs[..., GOAL_POS] + obs.new_tensor(self.goal_offset)
         grasped = obs[..., _IS_GRASPED : _IS_GRASPED + 1] > 0.5
 
         to_cube = cube - tcp

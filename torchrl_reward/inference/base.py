@@ -21,7 +21,9 @@ class RewardBackend(abc.ABC):
     """Scores frames: uint8 ``[N, H, W, 3]`` on :attr:`device` -> P(success) float32 ``[N]``.
 
     Backends score at most :attr:`chunk_size` frames per call (the caller chunks) and expect
-    square frames of side :attr:`image_size`, the checkpoint's input size. They never resize.
+    frames of :attr:`frame_shape`, the checkpoint's views of side :attr:`image_size` tiled side
+    by side. They never resize. A model with proprio inputs also takes their values, float
+    ``[N, D]``.
 
     Attributes:
         name (str): what runs the network, e.g. ``"torch"``, ``"onnxruntime-int8"``.
@@ -35,9 +37,17 @@ class RewardBackend(abc.ABC):
     image_size: int
     chunk_size: int
 
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """``(H, W, 3)`` of the frames a call takes."""
+        return (self.image_size, self.num_views * self.image_size, 3)
+
+    num_views: int = 1
+
     @abc.abstractmethod
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """P(success) float32 ``[N]`` on :attr:`device` of uint8 frames ``[N, H, W, 3]``."""
+    def __call__(self, images: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor:
+        """P(success) float32 ``[N]`` on :attr:`device` of uint8 frames ``[N, H, W, 3]`` (and
+        the proprio values ``[N, D]`` for a model that has them)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, device={self.device})"

@@ -114,6 +114,12 @@ def export_onnx(
             Defaults to ``False`` (float32).
         opset (int, optional): ONNX opset. Defaults to ``17``.
     """
+    if model.num_views != 1 or model.proprio:
+        raise ValueError(
+            f"export_onnx writes one-view, image-only networks; this model has {model.num_views} "
+            f"view(s) and proprio inputs {list(model.proprio)}. Score it with backend='torch' "
+            "(the ONNX Runtime and TensorRT backends do not take views or proprio inputs yet)."
+        )
     net = copy.deepcopy(model).cpu().eval()
     dtype = torch.float16 if half else torch.float32
     net = net.to(dtype)

@@ -88,6 +88,7 @@ class TorchBackend(RewardBackend):
             raise ValueError(f"TorchBackend: chunk_size must be >= 1, got {chunk_size}.")
         self.chunk_size = int(chunk_size)
         self.image_size = model.image_size
+        self.num_views = model.num_views
         self.channels_last = channels_last
         self.model = copy.deepcopy(model).eval().to(self.device)
         on_cuda = self.device.type == "cuda"
@@ -108,9 +109,9 @@ class TorchBackend(RewardBackend):
         if cuda_graph:
             self._capture_graph()
 
-    def _forward(self, images: torch.Tensor) -> torch.Tensor:
+    def _forward(self, images: torch.Tensor, proprio: torch.Tensor | None) -> torch.Tensor:
         x = preprocess(
-            images,
+            self.model.split_views(images).contiguous(),
             self.model.mean,
             self.model.std,
             dtype=self._input_dtype,
@@ -123,7 +124,7 @@ class TorchBackend(RewardBackend):
             else contextlib.nullcontext()
         )
         with autocast:
-            logits = self.model.backbone_forward(x)
+            logits = self.model.backbone_forward(x, proprio)
         return torch.sigmoid(logits.float())
 
     @contextlib.contextmanager
@@ -142,27 +143,32 @@ class TorchBackend(RewardBackend):
 
     def _capture_graph(self) -> None:
         """Record one forward pass of a static ``chunk_size`` batch as a CUDA graph."""
-        size = self.image_size
-        shape = (self.chunk_size, size, size, 3)
+        shape = (self.chunk_size, *self.frame_shape)
         self._static_in = torch.zeros(shape, dtype=torch.uint8, device=self.device)
+        self._static_proprio = None
+        if self.model.proprio_width:
+            width = (self.chunk_size, self.model.proprio_width)
+            self._static_proprio = torch.zeros(width, device=self.device)
         with torch.cuda.device(self.device), torch.no_grad(), self._cudnn_autotune():
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 for _ in range(3):  # warm-up: cuDNN autotuning and lazy init stay out of it
-                    self._run(self._static_in)
+                    self._run(self._static_in, self._static_proprio)
             torch.cuda.current_stream().wait_stream(side)
             self._graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self._graph):
-                self._static_out = self._run(self._static_in)
+                self._static_out = self._run(self._static_in, self._static_proprio)
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor:
         if self._graph is None:
             with self._cudnn_autotune():
-                return self._run(images.contiguous())
+                return self._run(images.contiguous(), proprio)
         n = images.shape[0]
         # Rows past n keep old frames: the network scores each frame on its own.
         self._static_in[:n].copy_(images)
+        if self._static_proprio is not None:
+            self._static_proprio[:n].copy_(proprio)
         self._graph.replay()
         return self._static_out[:n].clone()

@@ -1,15 +1,18 @@
-"""ResNet success classifier: P(success | image) from one uint8 RGB frame.
+"""ResNet success classifier: P(success | frame[, proprioception]) from uint8 RGB frames.
 
 The model owns its preprocessing (uint8 -> float, /255, resize, normalise), so training and
-inference cannot disagree on it; the seed system normalised twice. The checkpoint carries
-everything needed to rebuild the model: architecture, input size, normalisation, threshold and
-free-form metadata (training config, validation metrics).
+inference cannot disagree on it; the seed system normalised twice. A frame may tile several
+camera views side by side (``num_views``): each view goes through the same ResNet trunk and the
+features are concatenated. Named low-dimensional robot inputs (``proprio``, e.g. the joint
+velocities that tell a static arm from a moving one) join after the trunk. The checkpoint
+carries everything needed to rebuild the model: architecture, input size, views, proprio
+inputs and their normalisation, threshold and free-form metadata.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 CHECKPOINT_FORMAT = "torchrl_reward.ResNetRewardModel"
 CHECKPOINT_VERSION = 1
+_PROPRIO_FEATURES = 64
 
 
 def _check_images(images: torch.Tensor) -> None:
@@ -39,6 +43,41 @@ def _check_images(images: torch.Tensor) -> None:
             "ResNetRewardModel expects images shaped [..., H, W, 3] or [..., 3, H, W], got "
             f"{tuple(images.shape)}."
         )
+
+
+def _check_proprio(proprio: torch.Tensor, batch: torch.Size, width: int, names: list) -> None:
+    if not isinstance(proprio, torch.Tensor) or not proprio.is_floating_point():
+        got = proprio.dtype if isinstance(proprio, torch.Tensor) else type(proprio).__name__
+        raise TypeError(f"proprio inputs {names} must be a float tensor, got {got}.")
+    if tuple(proprio.shape) != (*batch, width):
+        raise ValueError(
+            f"proprio inputs {names} must be shaped {[*batch, width]} (the frames' batch, then "
+            f"the inputs' {width} values), got {list(proprio.shape)}."
+        )
+    if not bool(torch.isfinite(proprio).all()):
+        raise ValueError(f"proprio inputs {names} hold NaN or inf values; nothing was scored.")
+
+
+def split_views(images: torch.Tensor, num_views: int) -> torch.Tensor:
+    """Frames ``[N, H, V * W, C]`` tiling ``V`` views side by side -> ``[N * V, H, W, C]``.
+
+    The identity (no copy) for one view. The one place that knows the tile layout, with
+    :func:`tile_views`, its inverse.
+    """
+    if num_views == 1:
+        return images
+    n, h, w, c = images.shape
+    v = num_views
+    return images.reshape(n, h, v, w // v, c).transpose(1, 2).reshape(n * v, h, w // v, c)
+
+
+def tile_views(views: torch.Tensor, num_views: int) -> torch.Tensor:
+    """The inverse of :func:`split_views`: ``[N * V, H, W, C]`` -> ``[N, H, V * W, C]``."""
+    if num_views == 1:
+        return views
+    nv, h, w, c = views.shape
+    n = nv // num_views
+    return views.reshape(n, num_views, h, w, c).transpose(1, 2).reshape(n, h, num_views * w, c)
 
 
 def imagenet_weights_path(arch: str) -> Path:
@@ -103,8 +142,17 @@ class ResNetRewardModel(nn.Module):
             init).
         dropout (float, optional): dropout before the last linear layer. Defaults to ``0.1``.
         hidden_dim (int, optional): width of the head's hidden layer. Defaults to ``256``.
+        num_views (int, optional): camera views tiled side by side in each frame, which is
+            then ``image_size`` high and ``num_views * image_size`` wide. Defaults to ``1``.
+        proprio (mapping of str to int, optional): named low-dimensional inputs and their
+            widths, e.g. ``{"qvel": 9}``, read from the tensordict key of the same name and
+            concatenated in this order. Robot state only: object or goal positions are
+            privileged. Defaults to ``None`` (image only).
+        proprio_mean / proprio_std (sequence of float, optional): the inputs' normalisation,
+            set from the training data. Default to 0 and 1.
 
-    Head: ``Linear(features, hidden_dim) - ReLU - Dropout - Linear(hidden_dim, 1)``.
+    Head: ``Linear(num_views * features [+ 64], hidden_dim) - ReLU - Dropout -
+    Linear(hidden_dim, 1)``, the proprio inputs entering through ``Linear(width, 64) - ReLU``.
 
     Examples:
         >>> model = ResNetRewardModel(image_size=64).eval()
@@ -126,6 +174,10 @@ class ResNetRewardModel(nn.Module):
         pretrained_weights: str | os.PathLike | None = None,
         dropout: float = 0.1,
         hidden_dim: int = 256,
+        num_views: int = 1,
+        proprio: Mapping[str, int] | None = None,
+        proprio_mean: Sequence[float] | None = None,
+        proprio_std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         mean = IMAGENET_MEAN if mean is None else mean
@@ -140,6 +192,19 @@ class ResNetRewardModel(nn.Module):
             raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        if not (isinstance(num_views, int) and num_views >= 1):
+            raise ValueError(f"num_views must be an int >= 1, got {num_views!r}.")
+        proprio = dict(proprio or {})
+        if any(not (isinstance(w, int) and w >= 1) for w in proprio.values()):
+            raise ValueError(f"proprio widths must be ints >= 1, got {proprio}.")
+        width = sum(proprio.values())
+        proprio_mean = [0.0] * width if proprio_mean is None else list(proprio_mean)
+        proprio_std = [1.0] * width if proprio_std is None else list(proprio_std)
+        if len(proprio_mean) != width or len(proprio_std) != width or min(proprio_std or [1]) <= 0:
+            raise ValueError(
+                f"proprio_mean and proprio_std need {width} values (std > 0), got "
+                f"{len(proprio_mean)} and {len(proprio_std)}."
+            )
         self.arch = arch
         self.image_size = image_size
         self.mean = tuple(float(m) for m in mean)
@@ -147,6 +212,12 @@ class ResNetRewardModel(nn.Module):
         self.threshold = float(threshold)
         self.dropout = float(dropout)
         self.hidden_dim = int(hidden_dim)
+        self.num_views = num_views
+        self.proprio = proprio
+        # In the config, not the state dict: checkpoints of image-only models stay loadable.
+        for name, values in (("proprio_mean", proprio_mean), ("proprio_std", proprio_std)):
+            tensor = torch.tensor(values, dtype=torch.float32)
+            self.register_buffer(name, tensor, persistent=False)
         self.checkpoint_metadata: dict[str, Any] = {}
 
         backbone = getattr(torchvision.models, arch)(weights=None)
@@ -155,6 +226,12 @@ class ResNetRewardModel(nn.Module):
         features = backbone.fc.in_features
         backbone.fc = nn.Identity()
         self.backbone = backbone
+        self.proprio_encoder = (
+            nn.Sequential(nn.Linear(width, _PROPRIO_FEATURES), nn.ReLU(inplace=True))
+            if width
+            else None
+        )
+        features = num_views * features + (_PROPRIO_FEATURES if width else 0)
         self.head = nn.Sequential(
             nn.Linear(features, hidden_dim),
             nn.ReLU(inplace=True),
@@ -172,10 +249,29 @@ class ResNetRewardModel(nn.Module):
             "threshold": self.threshold,
             "dropout": self.dropout,
             "hidden_dim": self.hidden_dim,
+            "num_views": self.num_views,
+            "proprio": dict(self.proprio),
+            "proprio_mean": self.proprio_mean.tolist(),
+            "proprio_std": self.proprio_std.tolist(),
         }
 
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """``(H, W, 3)`` of the frames the model scores: its views tiled side by side."""
+        return (self.image_size, self.num_views * self.image_size, 3)
+
+    @property
+    def proprio_width(self) -> int:
+        """Values of all proprio inputs together (0 for an image-only model)."""
+        return sum(self.proprio.values())
+
+    def split_views(self, images: torch.Tensor) -> torch.Tensor:
+        """Frames ``[N, H, V * W, 3]`` -> one view per row, ``[N * V, H, W, 3]``
+        (:func:`split_views` with this model's ``num_views``)."""
+        return split_views(images, self.num_views)
+
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``[N, H, W, 3]`` or ``[N, 3, H, W]`` -> normalised float ``[N, 3, s, s]``.
+        """uint8 ``[N, H, W, 3]`` or ``[N, 3, H, W]`` -> normalised float ``[N * V, 3, s, s]``.
 
         One fused pass of :func:`torchrl_reward.ops.preprocess` (the same op the accelerated
         backends use), so training and inference cannot disagree on preprocessing. The output
@@ -186,22 +282,54 @@ class ResNetRewardModel(nn.Module):
             raise ValueError(f"preprocess expects a 4-D batch, got {tuple(images.shape)}.")
         if images.shape[-1] != 3:
             images = images.permute(0, 2, 3, 1)
-        x = preprocess(images.contiguous(), self.mean, self.std, size=self.image_size)
+        if images.shape[2] % self.num_views:
+            raise ValueError(
+                f"frames {tuple(images.shape[1:])} do not tile {self.num_views} views side by "
+                f"side; the model scores {self.frame_shape} frames."
+            )
+        views = self.split_views(images).contiguous()
+        x = preprocess(views, self.mean, self.std, size=self.image_size)
         return x.contiguous(memory_format=torch.channels_last)
 
-    def backbone_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``[N]`` of already-preprocessed ``[N, 3, s, s]`` input (exported backends)."""
-        return self.head(self.backbone(x)).squeeze(-1)
+    def backbone_forward(
+        self, x: torch.Tensor, proprio: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits ``[N]`` of preprocessed views ``[N * V, 3, s, s]`` and raw proprio ``[N, D]``
+        (the exported backends' entry point)."""
+        features = self.backbone(x)
+        features = features.reshape(-1, self.num_views * features.shape[-1])
+        if self.proprio_encoder is not None:
+            normalised = (proprio.to(features.dtype) - self.proprio_mean) / self.proprio_std
+            features = torch.cat([features, self.proprio_encoder(normalised)], dim=-1)
+        return self.head(features).squeeze(-1)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Success logits ``[*B]`` of uint8 frames ``[*B, H, W, 3]`` or ``[*B, 3, H, W]``."""
+    def _flat_proprio(self, proprio: torch.Tensor | None, batch: torch.Size) -> torch.Tensor | None:
+        names = list(self.proprio)
+        if not names:
+            if proprio is not None:
+                raise ValueError("This reward model takes no proprio inputs (image only).")
+            return None
+        if proprio is None:
+            raise ValueError(f"This reward model needs its proprio inputs {names}; none given.")
+        _check_proprio(proprio, batch, self.proprio_width, names)
+        return proprio.reshape(-1, self.proprio_width)
+
+    def forward(self, images: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor:
+        """Success logits ``[*B]`` of uint8 frames ``[*B, H, W, 3]`` or ``[*B, 3, H, W]`` and,
+        for a model with proprio inputs, their values ``[*B, D]`` (in :attr:`proprio` order)."""
         _check_images(images)
         batch = images.shape[:-3]
         flat = images.reshape(-1, *images.shape[-3:])
-        return self.backbone_forward(self.preprocess(flat)).reshape(batch)
+        proprio = self._flat_proprio(proprio, batch)
+        return self.backbone_forward(self.preprocess(flat), proprio).reshape(batch)
 
     @torch.no_grad()
-    def predict_proba(self, images: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+    def predict_proba(
+        self,
+        images: torch.Tensor,
+        proprio: torch.Tensor | None = None,
+        chunk_size: int | None = None,
+    ) -> torch.Tensor:
         """P(success) ``[*B]`` in [0, 1], without gradient, optionally ``chunk_size`` at a time.
 
         Dropout follows the module's mode: call ``.eval()`` for deterministic scores
@@ -210,14 +338,28 @@ class ResNetRewardModel(nn.Module):
         _check_images(images)
         batch = images.shape[:-3]
         flat = images.reshape(-1, *images.shape[-3:])
+        flat_proprio = self._flat_proprio(proprio, batch)
         if chunk_size is None or flat.shape[0] <= chunk_size:
-            return torch.sigmoid(self(flat)).reshape(batch)
-        probs = [torch.sigmoid(self(chunk)) for chunk in flat.split(chunk_size)]
+            return torch.sigmoid(self(flat, flat_proprio)).reshape(batch)
+        proprio_chunks = (
+            [None] * -(-flat.shape[0] // chunk_size)
+            if flat_proprio is None
+            else flat_proprio.split(chunk_size)
+        )
+        probs = [
+            torch.sigmoid(self(chunk, p))
+            for chunk, p in zip(flat.split(chunk_size), proprio_chunks, strict=True)
+        ]
         return torch.cat(probs).reshape(batch)
 
-    def predict(self, images: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+    def predict(
+        self,
+        images: torch.Tensor,
+        proprio: torch.Tensor | None = None,
+        chunk_size: int | None = None,
+    ) -> torch.Tensor:
         """Boolean success decisions ``[*B]``: probability at or above :attr:`threshold`."""
-        return self.predict_proba(images, chunk_size=chunk_size) >= self.threshold
+        return self.predict_proba(images, proprio, chunk_size=chunk_size) >= self.threshold
 
     def checkpoint(self, **metadata: Any) -> dict[str, Any]:
         """The checkpoint dict :meth:`save` writes (CPU tensors; metadata merged in)."""

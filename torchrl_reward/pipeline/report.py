@@ -30,15 +30,18 @@ def plot_example_frames(
     data_dir: Path, model: ResNetRewardModel, path: Path, per_class: int = 4
 ) -> Path:
     """Recorded frames with the model's P(success): the last frame of a few episodes per class."""
-    rows = []
+    rows, proprio = [], []
     files = list_episode_files(data_dir)
     for name in ("success", "failure"):
         for file in [f for f in files if f.parent.name == name][:per_class]:
             episode = load_episode(file)
             index = int(episode["success"].nonzero()[0]) if episode["success"].any() else -1
             rows.append((name, episode["pixels"][index], bool(episode["success"][index])))
-    probs = model.predict_proba(torch.stack([frame for _, frame, _ in rows]))
-    fig = Figure(figsize=(2 * per_class, 4.4))
+            if model.proprio:
+                proprio.append(torch.cat([episode[k][index] for k in model.proprio]))
+    frames = torch.stack([frame for _, frame, _ in rows])
+    probs = model.predict_proba(frames, torch.stack(proprio) if proprio else None)
+    fig = Figure(figsize=(2 * per_class * model.num_views, 4.4))
     for i, ((name, frame, true), p) in enumerate(zip(rows, probs.tolist(), strict=True)):
         ax = fig.add_subplot(2, per_class, i + 1)
         ax.imshow(frame.numpy())

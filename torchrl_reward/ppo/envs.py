@@ -8,6 +8,7 @@ from typing import Any
 from torchrl.envs import EnvBase, EnvCreator, ParallelEnv
 
 from torchrl_reward.envs import ManiSkillEnv
+from torchrl_reward.envs.maniskill import DEFAULT_VIEWS
 
 
 def env_kwargs(env_cfg: Any, *, pixels: bool) -> dict[str, Any]:
@@ -17,6 +18,7 @@ def env_kwargs(env_cfg: Any, *, pixels: bool) -> dict[str, Any]:
         pixels=pixels,
         max_episode_steps=env_cfg.max_episode_steps,
         image_size=env_cfg.image_size,
+        views=list(env_cfg.get("views") or DEFAULT_VIEWS),
         control_mode=env_cfg.control_mode,
         reward_mode=env_cfg.reward_mode,
         sim_backend=env_cfg.sim_backend,

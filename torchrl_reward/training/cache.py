@@ -13,7 +13,7 @@ import hashlib
 import os
 import shutil
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,7 +22,10 @@ from tensordict import MemoryMappedTensor
 from torchrl_reward.data import list_episode_files, load_episode
 from torchrl_reward.utils import atomic_write
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+# Per-frame flags and robot state kept beside the pixels when every episode file has them.
+FLAG_KEYS = ("is_obj_placed", "is_robot_static")
+PROPRIO_KEYS = ("qpos", "qvel")
 _PIXELS = "pixels.u8"
 _INDEX = "index.pt"
 
@@ -41,6 +44,11 @@ class FrameCache:
         episode_success (Tensor): bool ``[E]``, whether each episode ever succeeded.
         skipped (list of str): episode files that could not be read (corrupt, truncated).
         fingerprint (str): hash of the episode files it was built from.
+        extras (dict of str to Tensor): per-frame ``is_obj_placed`` / ``is_robot_static``
+            (bool ``[F]``) and ``qpos`` / ``qvel`` (float32 ``[F, dof]``), each kept only when
+            every episode file has it.
+        lacking (dict of str to str): for each of those keys that is not kept, the first
+            episode file without it (RLinf's own files have none of them).
     """
 
     root: Path
@@ -52,6 +60,18 @@ class FrameCache:
     episode_success: torch.Tensor
     skipped: list[str]
     fingerprint: str
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    lacking: dict[str, str] = field(default_factory=dict)
+
+    def extra(self, key: str) -> torch.Tensor:
+        """Per-frame ``key`` (see :attr:`extras`), or a clear error naming a file that lacks it."""
+        if key not in self.extras:
+            raise ValueError(
+                f"Episode file {self.lacking.get(key, '?')} has no per-frame {key!r} (files of "
+                "RLinf's own layout do not record it); record the episodes with this library's "
+                "EpisodeRecorder on ManiSkillEnv, or pick a label/input the data has."
+            )
+        return self.extras[key]
 
     def __len__(self) -> int:
         return self.labels.numel()
@@ -91,12 +111,16 @@ def _open(root: Path, fingerprint: str) -> FrameCache | None:
         episode_success=index["episode_success"],
         skipped=list(index["skipped"]),
         fingerprint=fingerprint,
+        extras=dict(index["extras"]),
+        lacking=dict(index["lacking"]),
     )
 
 
 def _write(data_path: Path, files: list[Path], build_dir: Path, fingerprint: str) -> None:
     """Append each readable episode's frames to the pixel file; write the index last."""
     labels, episodes, steps, kept, episode_success, skipped = [], [], [], [], [], []
+    extras: dict[str, list[torch.Tensor]] = {key: [] for key in (*FLAG_KEYS, *PROPRIO_KEYS)}
+    lacking: dict[str, str] = {}
     problems = []
     frame_shape: tuple[int, ...] | None = None
     first_file = None
@@ -124,6 +148,14 @@ def _write(data_path: Path, files: list[Path], build_dir: Path, fingerprint: str
             steps.append(torch.arange(success.numel()))
             episode_success.append(bool(success.any()))
             kept.append(rel)
+            for key, values in extras.items():
+                if key in lacking:
+                    continue
+                if key not in episode:
+                    lacking[key] = rel
+                    values.clear()
+                else:
+                    values.append(episode.get(key))
         out.flush()
         os.fsync(out.fileno())
     if problems:
@@ -149,6 +181,14 @@ def _write(data_path: Path, files: list[Path], build_dir: Path, fingerprint: str
         "files": kept,
         "episode_success": torch.tensor(episode_success, dtype=torch.bool),
         "skipped": skipped,
+        "extras": {
+            key: torch.cat(values).reshape(labels_t.numel(), -1).squeeze(-1)
+            if key in FLAG_KEYS
+            else torch.cat(values).reshape(labels_t.numel(), -1)
+            for key, values in extras.items()
+            if key not in lacking
+        },
+        "lacking": lacking,
     }
     with atomic_write(build_dir / _INDEX) as f:
         torch.save(index, f)

@@ -9,7 +9,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 MONITORS = ("roc_auc", "f1", "balanced_accuracy", "accuracy")
-FRAME_LABELS = ("success", "success_once")
+FRAME_LABELS = ("success", "success_once", "placed")
+PROPRIO_INPUTS = ("qpos", "qvel")
 
 
 @dataclass
@@ -21,6 +22,7 @@ class ModelConfig:
     pretrained_weights: str | None = None  # a state dict path or "imagenet"; never downloaded
     dropout: float = 0.1
     hidden_dim: int = 256
+    proprio: list[str] = field(default_factory=list)  # robot-state inputs: qpos, qvel
 
 
 @dataclass
@@ -57,7 +59,8 @@ class TrainConfig:
     samples_per_epoch: int | None = None  # None: the number of training frames
     val_fraction: float = 0.2
     failure_ratio: float | None = 2.0  # failure frames drawn per success frame; None: natural
-    frame_label: str = "success"  # success: each frame's own; success_once: from the first on
+    frame_label: str = "success"  # success | success_once (from the first on) | placed
+    views: list[int] | None = None  # which tiled views of the recorded frames; None: all
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + scaling)
@@ -105,5 +108,15 @@ def _validate(cfg: DictConfig) -> None:
         raise ValueError(f"target_fpr must be in [0, 1), got {cfg.target_fpr}.")
     if cfg.frame_label not in FRAME_LABELS:
         raise ValueError(f"frame_label must be one of {FRAME_LABELS}, got {cfg.frame_label!r}.")
+    unknown = [name for name in cfg.model.proprio if name not in PROPRIO_INPUTS]
+    if unknown:
+        raise ValueError(
+            f"model.proprio takes robot-state inputs {PROPRIO_INPUTS}, got {unknown} (object and "
+            "goal positions are privileged and never model inputs)."
+        )
+    if cfg.views is not None and (
+        not len(cfg.views) or min(cfg.views) < 0 or len(set(cfg.views)) != len(cfg.views)
+    ):
+        raise ValueError(f"views must list distinct view indices >= 0, got {list(cfg.views)}.")
     if cfg.monitor not in MONITORS:
         raise ValueError(f"monitor must be one of {MONITORS}, got {cfg.monitor!r}.")

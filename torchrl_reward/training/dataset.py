@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from torchrl_reward.models.resnet import split_views, tile_views
 from torchrl_reward.training.cache import FrameCache
 from torchrl_reward.training.config import FRAME_LABELS
 
@@ -47,11 +48,15 @@ def frame_labels(cache: FrameCache, rule: str = "success") -> torch.Tensor:
     joint velocity no single frame shows, so a policy that keeps moving at the goal flickers
     between labels on near-identical frames after its first success; this rule removes that
     flicker (frames placed but moving *before* the first success stay negative).
+    ``"placed"`` is the frame's own ``is_obj_placed`` (cube within reach of the goal), the half
+    of PickCube's success an image shows; episode files without it raise, naming one.
     """
     if rule not in FRAME_LABELS:
         raise ValueError(f"frame label rule must be one of {FRAME_LABELS}, got {rule!r}.")
     if rule == "success":
         return cache.labels
+    if rule == "placed":
+        return cache.extra("is_obj_placed")
     never = torch.iinfo(torch.int64).max
     first = torch.full((len(cache.files),), never, dtype=torch.int64)
     first.scatter_reduce_(0, cache.episodes[cache.labels], cache.steps[cache.labels], "amin")
@@ -90,13 +95,43 @@ def balanced_indices(
     return torch.where(is_neg, pick_neg, pick_pos)
 
 
+def recorded_views(cache: FrameCache) -> int:
+    """How many square views the cached frames tile side by side (``W // H``)."""
+    height, width, _ = cache.image_shape
+    if width % height:
+        raise ValueError(
+            f"Cached frames are {height}x{width}: not square views tiled side by side."
+        )
+    return width // height
+
+
+def select_views(pixels: torch.Tensor, views: list[int] | None, recorded: int) -> torch.Tensor:
+    """Keep ``views`` (indices, in that order) of frames ``[N, H, recorded * H, 3]``."""
+    if views is None or list(views) == list(range(recorded)):
+        return pixels
+    if max(views) >= recorded:
+        raise ValueError(f"views {list(views)} asked for, but the frames tile {recorded}.")
+    n, h, w, c = pixels.shape
+    kept = split_views(pixels, recorded).reshape(n, recorded, h, w // recorded, c)[:, list(views)]
+    return tile_views(kept.reshape(n * len(views), h, w // recorded, c), len(views))
+
+
+def proprio_inputs(cache: FrameCache, names: list[str]) -> torch.Tensor | None:
+    """The named per-frame robot-state inputs, concatenated (float32 ``[F, D]``), or ``None``."""
+    if not names:
+        return None
+    return torch.cat([cache.extra(name).float() for name in names], dim=-1)
+
+
 class FrameBatches(Dataset):
-    """Batches of cached frames: item ``i`` is ``(pixels uint8 [B, H, W, 3], labels float [B])``.
+    """Batches of cached frames: item ``i`` is ``(pixels uint8 [B, H, W, 3], proprio float
+    [B, D] or None, labels float [B])``.
 
     Each batch reads only its own frames from the memory map (sorted, for locality), so the
     dataset never sits in RAM; use it with ``DataLoader(batch_size=None)`` for worker prefetch.
     ``labels`` (bool ``[F]``, e.g. from :func:`frame_labels`) defaults to each frame's own
-    ``success``.
+    ``success``; ``views`` picks tiled views (:func:`select_views`); ``proprio`` (``[F, D]``,
+    from :func:`proprio_inputs`) comes along when given.
     """
 
     def __init__(
@@ -104,17 +139,24 @@ class FrameBatches(Dataset):
         cache: FrameCache,
         batches: list[torch.Tensor],
         labels: torch.Tensor | None = None,
+        views: list[int] | None = None,
+        proprio: torch.Tensor | None = None,
     ) -> None:
         self.cache = cache
         self.batches = batches
         self.labels = cache.labels if labels is None else labels
+        self.views = views
+        self.recorded = recorded_views(cache)
+        self.proprio = proprio
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         idx = self.batches[i].sort().values
-        return self.cache.pixels[idx], self.labels[idx].float()
+        pixels = select_views(self.cache.pixels[idx], self.views, self.recorded)
+        proprio = None if self.proprio is None else self.proprio[idx]
+        return pixels, proprio, self.labels[idx].float()
 
 
 class FrameAugment(torch.nn.Module):

@@ -23,6 +23,7 @@ from torchrl.record.loggers import get_logger
 from tqdm import tqdm
 
 from torchrl_reward.models import ResNetRewardModel
+from torchrl_reward.models.resnet import split_views, tile_views
 from torchrl_reward.training.cache import FrameCache, build_frame_cache
 from torchrl_reward.training.config import TrainConfig, make_config
 from torchrl_reward.training.dataset import (
@@ -31,6 +32,8 @@ from torchrl_reward.training.dataset import (
     balanced_indices,
     frame_labels,
     frames_of,
+    proprio_inputs,
+    recorded_views,
     split_episodes,
 )
 from torchrl_reward.training.metrics import (
@@ -91,9 +94,11 @@ def _loader(
     num_workers: int,
     device: torch.device,
     labels: torch.Tensor | None = None,
+    views: list[int] | None = None,
+    proprio: torch.Tensor | None = None,
 ) -> DataLoader:
     return DataLoader(
-        FrameBatches(cache, batches, labels),
+        FrameBatches(cache, batches, labels, views, proprio),
         batch_size=None,
         shuffle=False,
         num_workers=num_workers,
@@ -106,6 +111,15 @@ def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContext
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype)
+
+
+def _augment_views(augment: FrameAugment, pixels: torch.Tensor, num_views: int) -> torch.Tensor:
+    """Augment each tiled view on its own (shifts stay inside a view)."""
+    return tile_views(augment(split_views(pixels, num_views)), num_views)
+
+
+def _to(value: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if value is None else value.to(device, non_blocking=True)
 
 
 def _train_epoch(
@@ -128,13 +142,13 @@ def _train_epoch(
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
     seen = 0
-    for i, (pixels, labels) in enumerate(loader):
+    for i, (pixels, proprio, labels) in enumerate(loader):
         pixels = pixels.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         if augment is not None:
-            pixels = augment(pixels)
+            pixels = _augment_views(augment, pixels, model.num_views)
         with _autocast(device, use_amp):
-            logits = model(pixels)
+            logits = model(pixels, _to(proprio, device))
         loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
         scaler.scale(loss / accum).backward()
         loss_sum += loss.detach() * labels.numel()
@@ -159,16 +173,24 @@ def predict_frames(
     batch_size: int,
     device: torch.device,
     amp: bool = False,
+    *,
     num_workers: int = 0,
+    views: list[int] | None = None,
+    proprio: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Probabilities (float32, CPU) of the cached ``frames``, in their given order."""
+    """Probabilities (float32, CPU) of the cached ``frames``, in their given order.
+
+    ``views`` and ``proprio`` (``[F, D]``, all cached frames) are what the model reads beside
+    the pixels, as in training (see :class:`~torchrl_reward.training.FrameBatches`).
+    """
     model.eval()
     probs = torch.empty(frames.numel(), dtype=torch.float32)
     order = frames.argsort()
     pos = 0
-    for pixels, _ in _loader(cache, list(frames[order].split(batch_size)), num_workers, device):
+    batches = list(frames[order].split(batch_size))
+    for pixels, values, _ in _loader(cache, batches, num_workers, device, None, views, proprio):
         with _autocast(device, amp):
-            logits = model(pixels.to(device, non_blocking=True))
+            logits = model(pixels.to(device, non_blocking=True), _to(values, device))
         n = logits.shape[0]
         probs[order[pos : pos + n]] = torch.sigmoid(logits.float()).cpu()
         pos += n
@@ -251,10 +273,12 @@ def _resume_state(
             f"for {split} (another validation split or labels); use the same values, another "
             "save_dir, or resume=false."
         )
-    for key in ("arch", "image_size"):
-        if saved[key] != model_config[key]:
+    # Keys older checkpoints lack take the image-only, one-view defaults.
+    for key, default in (("arch", None), ("image_size", None), ("num_views", 1), ("proprio", {})):
+        if saved.get(key, default) != model_config[key]:
             raise ValueError(
-                f"Cannot resume {str(last_path)!r}: it was trained with {key}={saved[key]!r} but "
+                f"Cannot resume {str(last_path)!r}: it was trained with "
+                f"{key}={saved.get(key, default)!r} but "
                 f"this run asks for {model_config[key]!r}; use the same setting, another "
                 "save_dir, or resume=false."
             )
@@ -291,6 +315,9 @@ def train_reward_model(
     train_eps, val_eps = split_episodes(cache.episode_success, cfg.val_fraction, cfg.seed)
     train_frames, val_frames = frames_of(cache, train_eps), frames_of(cache, val_eps)
     labels = frame_labels(cache, cfg.frame_label)
+    views = None if cfg.views is None else list(cfg.views)
+    # What the model reads beside the pixels, in training and validation alike.
+    inputs = {"views": views, "proprio": proprio_inputs(cache, list(cfg.model.proprio))}
     train_labels, val_labels = labels[train_frames], labels[val_frames]
     _check_data(cache, labels, train_labels, val_labels)
 
@@ -307,9 +334,22 @@ def train_reward_model(
     model_kwargs = OmegaConf.to_container(cfg.model)
     if model_kwargs["image_size"] is None:
         model_kwargs["image_size"] = cache.image_shape[0]
+    model_kwargs["num_views"] = recorded_views(cache) if views is None else len(views)
+    names = model_kwargs.pop("proprio")
+    if names:
+        # Normalised by the training frames' statistics, stored in the checkpoint.
+        train_proprio = inputs["proprio"][train_frames]
+        model_kwargs["proprio"] = {n: cache.extra(n).shape[-1] for n in names}
+        model_kwargs["proprio_mean"] = train_proprio.mean(0).tolist()
+        model_kwargs["proprio_std"] = train_proprio.std(0).clamp_min(1e-3).tolist()
     torch.manual_seed(cfg.seed)  # the initial weights
     model = ResNetRewardModel(**model_kwargs)
-    split = {"seed": cfg.seed, "val_fraction": cfg.val_fraction, "frame_label": cfg.frame_label}
+    split = {
+        "seed": cfg.seed,
+        "val_fraction": cfg.val_fraction,
+        "frame_label": cfg.frame_label,
+        "views": views,
+    }
     state = (
         _resume_state(last_path, model.config(), cache.fingerprint, split) if cfg.resume else None
     )
@@ -361,7 +401,7 @@ def train_reward_model(
             train_labels, steps * cfg.global_batch_size, cfg.failure_ratio, generator
         )
         batches = list(train_frames[picks].split(cfg.micro_batch_size))
-        loader = _loader(cache, batches, cfg.num_workers, device, labels)
+        loader = _loader(cache, batches, cfg.num_workers, device, labels, **inputs)
         progress = tqdm(
             total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress
         )
@@ -371,7 +411,14 @@ def train_reward_model(
         train_time = time.perf_counter() - t0
 
         val_probs = predict_frames(
-            model, cache, val_frames, cfg.eval_batch_size, device, use_amp, cfg.num_workers
+            model,
+            cache,
+            val_frames,
+            cfg.eval_batch_size,
+            device,
+            use_amp,
+            num_workers=cfg.num_workers,
+            **inputs,
         )
         val_loss = F.binary_cross_entropy(
             val_probs.double().clamp(1e-7, 1 - 1e-7), val_labels.double()
@@ -423,7 +470,9 @@ def train_reward_model(
         with atomic_write(last_path) as f:
             torch.save(checkpoint, f)
 
-    threshold, metrics = _finalize(cfg, cache, val_frames, val_labels, device, best_path, history)
+    threshold, metrics = _finalize(
+        cfg, cache, val_frames, val_labels, inputs, device, best_path, history
+    )
     if logger is not None:
         for key, value in metrics.items():
             logger.log_scalar(f"final/{key}", value, step=len(history))
@@ -435,6 +484,7 @@ def _finalize(
     cache: FrameCache,
     val_frames: torch.Tensor,
     val_labels: torch.Tensor,
+    inputs: dict[str, Any],
     device: torch.device,
     best_path: Path,
     history: list[dict[str, float]],
@@ -445,7 +495,13 @@ def _finalize(
     """
     model = ResNetRewardModel.load(best_path, map_location=device)
     probs = predict_frames(
-        model, cache, val_frames, cfg.eval_batch_size, device, False, cfg.num_workers
+        model,
+        cache,
+        val_frames,
+        cfg.eval_batch_size,
+        device,
+        num_workers=cfg.num_workers,
+        **inputs,
     )
     threshold = threshold_at_fpr(probs, val_labels, cfg.target_fpr)
     metrics = binary_metrics(probs, val_labels, threshold)

@@ -206,45 +206,96 @@ class RewardTransform(Transform):
                 f"RewardTransform: {self.image_key!r} must be shaped [..., H, W, 3] or "
                 f"[..., 3, H, W], got {tuple(images.shape)}."
             )
-        size = self.backend.image_size
-        if tuple(frames.shape[-3:-1]) != (size, size):
+        height, width, _ = self.backend.frame_shape
+        if tuple(frames.shape[-3:-1]) != (height, width):
+            views = self.model.num_views
             raise ValueError(
                 f"RewardTransform: frames are {frames.shape[-3]}x{frames.shape[-2]} but the "
-                f"checkpoint was trained on {size}x{size}; render at that size, e.g. "
-                f"ManiSkillEnv(..., image_size={size})."
+                f"checkpoint scores {height}x{width} ({views} view{'s' * (views > 1)} of "
+                f"{height}x{height} side by side); render them so, e.g. "
+                f"ManiSkillEnv(..., image_size={height}, views=<{views} views>)."
             )
         return frames
 
+    def _proprio(self, tensordict: TensorDictBase, batch: torch.Size) -> torch.Tensor | None:
+        """The model's proprio inputs ``[*batch, D]`` from their keys (``None``: image only)."""
+        names = list(self.model.proprio)
+        if not names:
+            return None
+        missing = [name for name in names if name not in tensordict]
+        if missing:
+            raise KeyError(
+                f"RewardTransform: the reward model reads proprio inputs {names}, but the "
+                f"tensordict lacks {missing}; ManiSkillEnv writes 'qpos' and 'qvel'."
+            )
+        values = []
+        for name, width in self.model.proprio.items():
+            value = tensordict.get(name)
+            if not value.is_floating_point() or tuple(value.shape) != (*batch, width):
+                raise ValueError(
+                    f"RewardTransform: proprio input {name!r} must be float [*B, {width}] with "
+                    f"B={list(batch)}, got {value.dtype} {list(value.shape)}."
+                )
+            values.append(value)
+        proprio = torch.cat(values, dim=-1).float()
+        if not bool(torch.isfinite(proprio).all()):
+            raise ValueError(f"RewardTransform: proprio inputs {names} hold NaN or inf values.")
+        return proprio
+
     @torch.no_grad()
-    def success_prob(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def success_prob(
+        self,
+        images: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        proprio: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """P(success) float32 ``[*B]`` of uint8 frames ``[*B, H, W, 3]`` or ``[*B, 3, H, W]``.
 
         Frames are flattened, sent to the reward device ``chunk_size`` at a time, and the
         probabilities come back to the frames' device. With a bool ``mask`` of shape ``[*B]``
         only the selected frames are scored; the others get 0. An empty batch gives an empty
-        result.
+        result. A model with proprio inputs also needs their values ``[*B, D]``.
         """
         frames = self._frames(images)
         batch = frames.shape[:-3]
         flat = frames.reshape(-1, *frames.shape[-3:])
+        if self.model.proprio_width:
+            if proprio is None or tuple(proprio.shape) != (*batch, self.model.proprio_width):
+                got = None if proprio is None else list(proprio.shape)
+                raise ValueError(
+                    f"RewardTransform: the reward model needs its proprio inputs "
+                    f"{list(self.model.proprio)} as [*B, {self.model.proprio_width}] with "
+                    f"B={list(batch)}, got {got}."
+                )
+            proprio = proprio.reshape(flat.shape[0], -1)
         probs = torch.zeros(flat.shape[0], dtype=torch.float32, device=images.device)
         index = None
         if mask is not None:
             index = mask.reshape(-1).to(images.device).nonzero().squeeze(-1)
             flat = flat[index]
+            proprio = None if proprio is None else proprio[index.to(proprio.device)]
         if flat.shape[0]:
-            scored = self._score(flat)
+            scored = self._score(flat, proprio)
             if index is None:
                 probs = scored
             else:
                 probs[index] = scored
         return probs.reshape(batch)
 
-    def _score(self, flat: torch.Tensor) -> torch.Tensor:
+    def _score(self, flat: torch.Tensor, proprio: torch.Tensor | None) -> torch.Tensor:
         start = time.perf_counter()
         backend = self.backend
         chunks = flat.split(self.chunk_size)
-        probs = torch.cat([backend(chunk.to(backend.device).contiguous()) for chunk in chunks])
+        proprio_chunks = [None] * len(chunks) if proprio is None else proprio.split(self.chunk_size)
+        probs = torch.cat(
+            [
+                backend(
+                    chunk.to(backend.device).contiguous(),
+                    None if p is None else p.to(backend.device),
+                )
+                for chunk, p in zip(chunks, proprio_chunks, strict=True)
+            ]
+        )
         if not bool(torch.isfinite(probs).all()):
             raise RuntimeError(
                 f"RewardTransform: the {backend.name} backend returned NaN/inf probabilities; "
@@ -287,7 +338,7 @@ class RewardTransform(Transform):
                     "final frames; the tensordict lacks it."
                 )
             mask = done.reshape(batch).bool()
-        probs = self.success_prob(images, mask)
+        probs = self.success_prob(images, mask, self._proprio(tensordict, batch))
         shape = env_reward.shape if env_reward is not None else (*batch, 1)
         probs = probs.reshape(shape)
         if self.output == "soft":
@@ -333,14 +384,19 @@ class RewardTransform(Transform):
                 "with ManiSkillEnv(..., pixels=True) or set in_keys to the image key."
             )
         spec = observation_spec[self.image_key]
-        size = self.backend.image_size
-        if spec.dtype != torch.uint8 or (
-            tuple(spec.shape[-3:]) not in ((size, size, 3), (3, size, size))
-        ):
+        h, w, _ = self.backend.frame_shape
+        if spec.dtype != torch.uint8 or (tuple(spec.shape[-3:]) not in ((h, w, 3), (3, h, w))):
             raise ValueError(
                 f"RewardTransform: the env's {self.image_key!r} is {spec.dtype} "
-                f"{tuple(spec.shape)} but the checkpoint needs uint8 frames of {size}x{size}x3; "
-                f"use ManiSkillEnv(..., pixels=True, image_size={size})."
+                f"{tuple(spec.shape)} but the checkpoint needs uint8 frames of {h}x{w}x3 "
+                f"({self.model.num_views} view(s) of {h}x{h}); use ManiSkillEnv(..., "
+                f"pixels=True, image_size={h}) with as many views."
+            )
+        missing = [k for k in self.model.proprio if k not in observation_spec]
+        if missing:
+            raise KeyError(
+                f"RewardTransform: the reward model reads proprio inputs "
+                f"{list(self.model.proprio)}, but the env has no {missing} observation."
             )
 
     def transform_observation_spec(self, observation_spec: TensorSpec) -> TensorSpec:

@@ -1,0 +1,73 @@
+"""What a perfect single-frame reader could score: a trained model's labels ranked by the truth.
+
+    python scripts/label_ceiling.py save_dir=outputs/reward_model
+
+On the model's own validation frames and labels (its checkpoint's data_path, split and
+frame_label), frames are scored by privileged PickCube state, for measurement only: the true
+cube-to-goal distance (all an image can show), and that distance with the robot's static flag
+(what an image plus joint velocities can show). Writes ``label_ceiling.json`` beside the model.
+"""
+
+import json
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from torchrl_reward.data import load_episode
+from torchrl_reward.envs.scripted import CUBE_POS, GOAL_POS
+from torchrl_reward.models import ResNetRewardModel
+from torchrl_reward.training import (
+    binary_metrics,
+    build_frame_cache,
+    frame_labels,
+    frames_of,
+    split_episodes,
+    threshold_at_fpr,
+)
+
+
+def _cube_to_goal(path: Path) -> torch.Tensor:
+    """Per-frame cube-to-goal distance (metres) from an episode's recorded states."""
+    states = load_episode(path)["observation"]
+    return (states[:, CUBE_POS] - states[:, GOAL_POS]).norm(dim=-1)
+
+
+def _at_fpr(scores: torch.Tensor, labels: torch.Tensor, target_fpr: float) -> dict[str, float]:
+    metrics = binary_metrics(scores, labels, threshold_at_fpr(scores, labels, target_fpr))
+    return {k: metrics[k] for k in ("roc_auc", "recall", "fpr")}
+
+
+@hydra.main(config_path="../configs", config_name="label_ceiling", version_base=None)
+def main(cfg: DictConfig) -> None:
+    save_dir = Path(cfg.save_dir)
+    model = ResNetRewardModel.load(save_dir / "reward_model_best.pt")
+    trained = model.checkpoint_metadata["training_config"]
+    cache = build_frame_cache(trained["data_path"], trained["cache_dir"])
+    _, val_eps = split_episodes(cache.episode_success, trained["val_fraction"], trained["seed"])
+    frames = frames_of(cache, val_eps)
+    labels = frame_labels(cache, trained["frame_label"])[frames]
+    # Frames are cached episode by episode in order, so this matches frames_of's order.
+    distance = torch.cat(
+        [_cube_to_goal(Path(trained["data_path"]) / cache.files[e]) for e in val_eps.tolist()]
+    )
+    static = cache.extra("is_robot_static")[frames].float()
+    target_fpr = model.checkpoint_metadata.get("target_fpr", 0.01)
+    result = {
+        "frame_label": trained["frame_label"],
+        "val_frames": frames.numel(),
+        "val_positives": int(labels.sum()),
+        "distance": _at_fpr(-distance, labels, target_fpr),
+        "distance_and_static": _at_fpr(static - distance, labels, target_fpr),
+        "model": {
+            k: model.checkpoint_metadata["val_metrics_at_threshold"][k]
+            for k in ("roc_auc", "recall", "fpr", "episode_balanced_accuracy")
+        },
+    }
+    (save_dir / "label_ceiling.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

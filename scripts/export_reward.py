@@ -25,12 +25,15 @@ def main(cfg: DictConfig) -> None:
         cfg.episodes_dir,
         max_calibration=cfg.max_calibration_frames,
         max_validation=cfg.max_validation_frames,
+        proprio=list(model.proprio),
     )
     manifest = export_reward(
         model,
         out_dir,
-        validation,
-        calibration_frames=calibration if cfg.int8 else None,
+        validation["pixels"],
+        validation_proprio=validation.get("proprio", None),
+        calibration_frames=calibration["pixels"] if cfg.int8 else None,
+        calibration_proprio=calibration.get("proprio", None),
         fp16=cfg.fp16,
         min_agreement=cfg.min_agreement,
         calibration_method=cfg.calibration_method,

@@ -127,6 +127,7 @@ def workload(tmp_path_factory, pytestconfig) -> Workload:
         calibration, validation = frames_from_episodes(
             EPISODES, max_calibration=CALIBRATION, max_validation=CHUNK
         )
+        calibration, validation = calibration["pixels"], validation["pixels"]
         # Cycle the validation frames to a full chunk if there are fewer.
         chunk = validation[torch.arange(CHUNK) % validation.shape[0]]
     else:

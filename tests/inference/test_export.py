@@ -12,12 +12,13 @@ from tensordict import TensorDict
 
 from torchrl_reward.data import write_episode
 from torchrl_reward.inference import (
-    export_onnx,
+    OnnxBackend,
     export_reward,
     file_sha256,
     frames_from_episodes,
     load_manifest,
     load_validation_frames,
+    load_validation_proprio,
     read_onnx_metadata,
 )
 from torchrl_reward.models import ResNetRewardModel
@@ -98,6 +99,7 @@ def _write_episodes(root, frames, per_episode: int = 8) -> None:
 def test_frames_from_episodes_splits_by_episode(frames, tmp_path):
     _write_episodes(tmp_path, frames)  # 6 episodes of 8 frames
     calibration, validation = frames_from_episodes(tmp_path, max_calibration=10)
+    calibration, validation = calibration["pixels"], validation["pixels"]
     assert calibration.shape == (10, *frames.shape[1:]) and validation.shape[0] == 24
     rows = {bytes(f.numpy()) for f in validation}
     assert not rows & {bytes(f.numpy()) for f in calibration}  # no shared episode
@@ -132,8 +134,33 @@ def test_export_script(model, frames, tmp_path):
     assert set(manifest["backends"]) == {"torch", "onnxruntime-fp32"}
 
 
-@pytest.mark.parametrize("kwargs", [dict(num_views=2), dict(proprio={"qvel": 9})])
-def test_views_and_proprio_models_are_refused_by_the_exporter(tmp_path, kwargs):
-    model = ResNetRewardModel(image_size=32, **kwargs)
-    with pytest.raises(ValueError, match="backend='torch'"):
-        export_onnx(model, tmp_path / "m.onnx")
+def test_two_view_proprio_model_exports_quantises_and_passes_parity(tmp_path):
+    """Views and proprio inputs go through ONNX export, int8 and the parity gate like images."""
+    torch.manual_seed(0)
+    model = ResNetRewardModel(image_size=32, num_views=2, proprio={"qvel": 9}).eval()
+    generator = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (48, 32, 64, 3), dtype=torch.uint8, generator=generator)
+    qvel = torch.randn(48, 9, generator=generator)
+    model.threshold = float(model.predict_proba(frames[24:], qvel[24:]).median())
+    with pytest.raises(ValueError, match=r"pass validation_proprio"):
+        export_reward(model, tmp_path / "bad", frames[24:])
+    manifest = export_reward(
+        model,
+        tmp_path / "out",
+        frames[24:],
+        validation_proprio=qvel[24:],
+        calibration_frames=frames[:24],
+        calibration_proprio=qvel[:24],
+        fp16=False,
+        chunk_size=16,
+    )
+    assert manifest["num_views"] == 2 and manifest["proprio"] == {"qvel": 9}
+    assert manifest["backends"]["onnxruntime-fp32"]["passed"]
+    assert manifest["backends"]["onnxruntime-fp32"]["max_abs_diff"] < 1e-4
+    assert "agreement" in manifest["backends"]["onnxruntime-int8"]
+    assert torch.equal(load_validation_proprio(tmp_path / "out"), qvel[24:])
+    backend = OnnxBackend(tmp_path / "out" / "reward_fp32.onnx", chunk_size=16)
+    probs = backend(frames[:5], qvel[:5])
+    torch.testing.assert_close(probs, model.predict_proba(frames[:5], qvel[:5]), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"pass float \[5, 9\]"):
+        backend(frames[:5])

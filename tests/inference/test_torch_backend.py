@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from torchrl_reward.inference import TorchBackend
+from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.ops.fused_conv import FusedBlock
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -92,4 +93,17 @@ def test_fp32_on_gpu_fuses_by_default(model, frames, channels_last):
     # TF32 convolutions on both sides of the comparison's GPU run.
     torch.testing.assert_close(
         backend(frames.cuda()).cpu(), model.predict_proba(frames), atol=5e-3, rtol=0
+    )
+
+
+def test_views_and_proprio_match_the_model():
+    torch.manual_seed(0)
+    model = ResNetRewardModel(image_size=32, num_views=2, proprio={"qvel": 9}).eval()
+    generator = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (6, 32, 64, 3), dtype=torch.uint8, generator=generator)
+    qvel = torch.randn(6, 9, generator=generator)
+    backend = TorchBackend(model)
+    assert backend.frame_shape == (32, 64, 3)
+    torch.testing.assert_close(
+        backend(frames, qvel), model.predict_proba(frames, qvel), atol=1e-5, rtol=1e-4
     )

@@ -11,6 +11,7 @@ import torch
 from torchrl_reward.config import load_config
 from torchrl_reward.data import list_episode_files
 from torchrl_reward.pipeline import StageError, run_pipeline
+from torchrl_reward.pipeline.report import classifier_verdict
 from torchrl_reward.ppo.checkpoint import checkpoint_path
 from torchrl_reward.viz import read_scalar
 
@@ -60,6 +61,15 @@ def test_report_figures_match_the_logs_and_files(tiny_run):
     assert f"| online agreement fpr (mean over iterations) | {expected} |" in report
     threshold = state["stages"]["train"]["threshold"]
     assert f"{threshold:.3f}" in report
+    metrics = state["stages"]["train"]["metrics"]
+    label = cfg.train.get("frame_label", "success")
+    assert classifier_verdict(metrics, label) in report  # the verdict in words, at the top
+
+
+def test_verdict_says_whether_the_classifier_can_serve_as_a_reward():
+    assert "works" in classifier_verdict({"recall": 0.9, "fpr": 0.01}, "placed")
+    unusable = classifier_verdict({"recall": 0.0, "fpr": 0.01}, "success")
+    assert "not usable" in unusable and "frame_label=placed" in unusable
 
 
 def test_rerun_reuses_finished_stages(tiny_run, capsys):

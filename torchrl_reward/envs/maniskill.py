@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -65,7 +66,7 @@ def resolve_views(views: Sequence[str | Mapping[str, Any] | CameraView] | None) 
                 raise ValueError(
                     f"A view mapping needs eye, target and fov; {view!r} lacks {err}."
                 ) from None
-        if len(view.eye) != 3 or len(view.target) != 3 or not 0 < view.fov < 3.1:
+        if len(view.eye) != 3 or len(view.target) != 3 or not 0 < view.fov < math.pi:
             raise ValueError(f"A view needs 3-d eye and target and 0 < fov < pi, got {view}.")
         resolved.append(view)
     return resolved

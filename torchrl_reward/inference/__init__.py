@@ -15,6 +15,7 @@ from torchrl_reward.inference.export import (
     frames_from_episodes,
     load_manifest,
     load_validation_frames,
+    load_validation_proprio,
     time_chunk,
 )
 from torchrl_reward.inference.factory import BACKENDS, make_backend
@@ -47,6 +48,7 @@ __all__ = [
     "frames_from_episodes",
     "load_manifest",
     "load_validation_frames",
+    "load_validation_proprio",
     "make_backend",
     "model_fingerprint",
     "quantize_onnx_int8",

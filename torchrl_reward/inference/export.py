@@ -6,6 +6,7 @@
     reward_int8.onnx          ONNX Runtime int8, calibrated on recorded frames, kept if it passes
     reward_fp16.onnx          the TensorRT engine's source (checked when the engine is built)
     validation_frames.pt      the uint8 frames every parity check runs on
+    validation_proprio.pt     their proprio values (models with proprio inputs only)
     export.json               the manifest: model fingerprint, file hashes, parity, timings
 
 :func:`~torchrl_reward.inference.make_backend` reads the manifest: it only uses files whose
@@ -19,11 +20,13 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
 import torch
+from tensordict import TensorDict
 
 from torchrl_reward.data import list_episode_files, load_episode
 from torchrl_reward.inference.base import RewardBackend, file_sha256, model_fingerprint
@@ -42,18 +45,25 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "export.json"
 VALIDATION_FRAMES = "validation_frames.pt"
+VALIDATION_PROPRIO = "validation_proprio.pt"
 MANIFEST_FORMAT = "torchrl_reward.export"
 MANIFEST_VERSION = 1
 
 
-def time_chunk(backend: RewardBackend, frames: torch.Tensor, repeats: int = 3) -> float:
+def time_chunk(
+    backend: RewardBackend,
+    frames: torch.Tensor,
+    repeats: int = 3,
+    proprio: torch.Tensor | None = None,
+) -> float:
     """Best-of-``repeats`` milliseconds to score one chunk (after one warm-up call)."""
     chunk = frames[: backend.chunk_size].to(backend.device)
-    backend(chunk)
+    values = None if proprio is None else proprio[: backend.chunk_size].to(backend.device)
+    backend(chunk, values)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        backend(chunk)
+        backend(chunk, values)
         if backend.device.type == "cuda":
             torch.cuda.synchronize(backend.device)
         best = min(best, time.perf_counter() - start)
@@ -65,7 +75,9 @@ def export_reward(
     out_dir: str | os.PathLike,
     validation_frames: torch.Tensor,
     *,
+    validation_proprio: torch.Tensor | None = None,
     calibration_frames: torch.Tensor | None = None,
+    calibration_proprio: torch.Tensor | None = None,
     fp16: bool = True,
     min_agreement: float = MIN_AGREEMENT,
     calibration_method: str = "percentile",
@@ -77,12 +89,16 @@ def export_reward(
     Args:
         model (ResNetRewardModel): the reward model.
         out_dir (str or path): the folder to write (created if needed).
-        validation_frames (torch.Tensor): uint8 ``[N, s, s, 3]`` recorded frames, distinct from
-            the calibration frames; labels at the model's threshold are compared on them.
+        validation_frames (torch.Tensor): uint8 ``[N, s, V * s, 3]`` recorded frames, distinct
+            from the calibration frames; labels at the model's threshold are compared on them.
 
     Keyword Args:
+        validation_proprio (torch.Tensor, optional): their proprio values ``[N, D]``, needed
+            for a model with proprio inputs. Defaults to ``None``.
         calibration_frames (torch.Tensor, optional): uint8 frames for int8 calibration.
             Defaults to ``None`` (no int8 export).
+        calibration_proprio (torch.Tensor, optional): their proprio values. Defaults to
+            ``None``.
         fp16 (bool, optional): also write the float16 ONNX for TensorRT. Defaults to ``True``.
         min_agreement (float, optional): label agreement a backend needs to be used.
             Defaults to ``0.995``.
@@ -94,39 +110,52 @@ def export_reward(
     Returns:
         dict: the manifest written to ``out_dir/export.json``.
     """
-    size = model.image_size
-    frames = _as_frames(validation_frames, size, "validation_frames")
+    shape = model.frame_shape
+    frames = _as_frames(validation_frames, shape, "validation_frames")
     if frames.shape[0] == 0:
         raise ValueError("export_reward: validation_frames is empty; pass recorded frames.")
+    proprio = validation_proprio
+    if model.proprio_width and proprio is None:
+        raise ValueError(
+            f"export_reward: the model reads proprio inputs {list(model.proprio)}; pass "
+            "validation_proprio (and calibration_proprio) beside the frames."
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     reference = TorchBackend(model, "cpu", chunk_size=chunk_size, channels_last=False)
     entries: dict[str, dict[str, Any]] = {
-        "torch": {"ms_per_chunk": time_chunk(reference, frames), "passed": True}
+        "torch": {"ms_per_chunk": time_chunk(reference, frames, proprio=proprio), "passed": True}
     }
 
     def check(name: str, path: Path) -> None:
         backend = OnnxBackend(path, chunk_size=chunk_size, threads=threads)
         report = check_parity(
-            backend, reference, frames, threshold=model.threshold, min_agreement=min_agreement
+            backend,
+            reference,
+            frames,
+            threshold=model.threshold,
+            min_agreement=min_agreement,
+            proprio=proprio,
         )
+        timed = time_chunk(backend, frames, proprio=proprio) if report.passed else None
         entries[name] = {
             "path": path.name,
             "sha256": file_sha256(path),
             **report.as_dict(),
-            "ms_per_chunk": time_chunk(backend, frames) if report.passed else None,
+            "ms_per_chunk": timed,
         }
 
     fp32_path = export_onnx(model, out_dir / "reward_fp32.onnx")
     check("onnxruntime-fp32", fp32_path)
     if calibration_frames is not None:
-        calibration = _as_frames(calibration_frames, size, "calibration_frames")
+        calibration = _as_frames(calibration_frames, shape, "calibration_frames")
         # An int8 first convolution is faster; if it costs agreement, it goes back to float.
         for float_first_conv in (False, True):
             int8_path = quantize_onnx_int8(
                 fp32_path,
                 out_dir / "reward_int8.onnx",
                 calibration,
+                calibration_proprio=calibration_proprio,
                 method=calibration_method,
                 float_first_conv=float_first_conv,
             )
@@ -146,11 +175,16 @@ def export_reward(
         entries["tensorrt-fp16"] = {"path": fp16_path.name, "sha256": file_sha256(fp16_path)}
     with atomic_write(out_dir / VALIDATION_FRAMES, "wb") as f:
         torch.save(frames, f)
+    if proprio is not None:
+        with atomic_write(out_dir / VALIDATION_PROPRIO, "wb") as f:
+            torch.save(proprio.detach().cpu().float(), f)
     manifest = {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
         "fingerprint": model_fingerprint(model),
-        "image_size": size,
+        "image_size": model.image_size,
+        "num_views": model.num_views,
+        "proprio": dict(model.proprio),
         "threshold": model.threshold,
         "min_agreement": min_agreement,
         "chunk_size": chunk_size,
@@ -177,8 +211,12 @@ def _evenly(frames: torch.Tensor, limit: int) -> torch.Tensor:
 
 
 def frames_from_episodes(
-    root: str | os.PathLike, *, max_calibration: int = 256, max_validation: int = 512
-) -> tuple[torch.Tensor, torch.Tensor]:
+    root: str | os.PathLike,
+    *,
+    max_calibration: int = 256,
+    max_validation: int = 512,
+    proprio: Sequence[str] = (),
+) -> tuple[TensorDict, TensorDict]:
     """Calibration and validation frames from recorded episodes, split by episode.
 
     Alternate episode files (success and failure folders alike) go to calibration and
@@ -187,8 +225,11 @@ def frames_from_episodes(
     by the caps whatever the dataset's size; unreadable files are skipped.
 
     Returns:
-        ``(calibration, validation)``: uint8 ``[N, H, W, 3]`` tensors.
+        ``(calibration, validation)``: tensordicts of batch ``[N]`` holding ``"pixels"``
+        (uint8 ``[N, H, W, 3]``) and each key of ``proprio`` (e.g. ``"qvel"``), concatenated
+        under ``"proprio"`` (float32 ``[N, D]``) when ``proprio`` is not empty.
     """
+    keys = ["pixels", *proprio]
     paths = list_episode_files(root)
     sides = []
     for files, limit in ((paths[0::2], max_calibration), (paths[1::2], max_validation)):
@@ -196,16 +237,22 @@ def frames_from_episodes(
         kept = []
         for path in files:
             try:
-                pixels = load_episode(path)["pixels"]
+                episode = load_episode(path)
             except (ValueError, OSError):
                 continue
-            kept.append(_evenly(pixels, per_episode))
+            missing = [key for key in keys if key not in episode]
+            if missing:
+                raise ValueError(f"Episode file {path} has no per-frame {missing}.")
+            kept.append(_evenly(episode.select(*keys), per_episode))
         sides.append(_evenly(torch.cat(kept), limit) if kept else None)
     if any(side is None for side in sides):
         raise ValueError(
             f"{str(root)!r} holds too few readable episodes ({len(paths)} file(s)); export "
             "needs at least 2 (one to calibrate, one to validate)."
         )
+    for side in sides:
+        if proprio:
+            side.set("proprio", torch.cat([side.pop(key).float() for key in proprio], dim=-1))
     return sides[0], sides[1]
 
 
@@ -234,3 +281,9 @@ def load_manifest(export_dir: str | os.PathLike, model: ResNetRewardModel) -> di
 def load_validation_frames(export_dir: str | os.PathLike) -> torch.Tensor:
     """The uint8 frames the export's parity checks ran on."""
     return torch.load(Path(export_dir) / VALIDATION_FRAMES, weights_only=True)
+
+
+def load_validation_proprio(export_dir: str | os.PathLike) -> torch.Tensor | None:
+    """Their proprio values, or ``None`` for an image-only model's export."""
+    path = Path(export_dir) / VALIDATION_PROPRIO
+    return torch.load(path, weights_only=True) if path.is_file() else None

@@ -9,7 +9,11 @@ from pathlib import Path
 import torch
 
 from torchrl_reward.inference.base import RewardBackend, resolve_device
-from torchrl_reward.inference.export import load_manifest, load_validation_frames
+from torchrl_reward.inference.export import (
+    load_manifest,
+    load_validation_frames,
+    load_validation_proprio,
+)
 from torchrl_reward.inference.onnx_backend import OnnxBackend
 from torchrl_reward.inference.parity import check_parity
 from torchrl_reward.inference.tensorrt_backend import TensorRTBackend, tensorrt_unavailable_reason
@@ -66,7 +70,11 @@ def _tensorrt(
     )
     reference = TorchBackend(model, device, chunk_size=chunk_size)
     report = check_parity(
-        backend, reference, load_validation_frames(export_dir), threshold=model.threshold
+        backend,
+        reference,
+        load_validation_frames(export_dir),
+        threshold=model.threshold,
+        proprio=load_validation_proprio(export_dir),
     )
     if not report.passed:
         raise RuntimeError(

@@ -1,10 +1,12 @@
 """ONNX export of the reward network, int8 static quantisation, and the ONNX Runtime backend.
 
-The exported graph takes the *preprocessed* float input ``[N, 3, s, s]`` and returns logits
-``[N]``: preprocessing runs on the host through the fused uint8 op
-(:func:`torchrl_reward.ops.preprocess`), which is faster than the same arithmetic as graph
-nodes. Each file carries its preprocessing (image size, mean, std), threshold, precision and
-the model fingerprint as ONNX metadata, so a backend can be built from the file alone.
+The exported graph takes the *preprocessed* float input ``[N * V, 3, s, s]`` (each frame's
+``V`` views, split on the host) and, for a model with proprio inputs, their raw values
+``[N, D]`` as a second input, and returns logits ``[N]``: preprocessing runs on the host through
+the fused uint8 op (:func:`torchrl_reward.ops.preprocess`), which is faster than the same
+arithmetic as graph nodes. Each file carries its preprocessing (image size, views, mean, std),
+proprio inputs, threshold, precision and the model fingerprint as ONNX metadata, so a backend
+can be built from the file alone.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from torch import nn
 
 from torchrl_reward.inference.base import RewardBackend, model_fingerprint
 from torchrl_reward.models import ResNetRewardModel
+from torchrl_reward.models.resnet import split_views
 from torchrl_reward.ops import preprocess
 from torchrl_reward.utils import atomic_write
 
 INPUT_NAME = "input"
+PROPRIO_NAME = "proprio"
 OUTPUT_NAME = "logits"
 METADATA_KEY = "torchrl_reward"
 _CALIBRATION_METHODS = {
@@ -49,19 +53,21 @@ _CALIBRATION_METHODS = {
 
 
 class _Logits(nn.Module):
-    """The exported function: preprocessed input -> logits."""
+    """The exported function: preprocessed views (and proprio values) -> logits."""
 
     def __init__(self, model: ResNetRewardModel) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.backbone_forward(x)
+    def forward(self, x: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.backbone_forward(x, proprio)
 
 
 def _metadata(model: ResNetRewardModel, precision: str) -> dict[str, Any]:
     return {
         "image_size": model.image_size,
+        "num_views": model.num_views,
+        "proprio": dict(model.proprio),
         "mean": list(model.mean),
         "std": list(model.std),
         "threshold": model.threshold,
@@ -90,7 +96,8 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"ONNX file {str(path)!r} is unreadable (corrupt?): {err}") from None
     for entry in proto.metadata_props:
         if entry.key == METADATA_KEY:
-            return json.loads(entry.value)
+            # Files exported before views and proprio inputs existed: one view, image only.
+            return {"num_views": 1, "proprio": {}, **json.loads(entry.value)}
     raise ValueError(
         f"ONNX file {str(path)!r} has no {METADATA_KEY!r} metadata; export it with "
         "torchrl_reward.inference.export_onnx (scripts/export_reward.py)."
@@ -114,17 +121,16 @@ def export_onnx(
             Defaults to ``False`` (float32).
         opset (int, optional): ONNX opset. Defaults to ``17``.
     """
-    if model.num_views != 1 or model.proprio:
-        raise ValueError(
-            f"export_onnx writes one-view, image-only networks; this model has {model.num_views} "
-            f"view(s) and proprio inputs {list(model.proprio)}. Score it with backend='torch' "
-            "(the ONNX Runtime and TensorRT backends do not take views or proprio inputs yet)."
-        )
     net = copy.deepcopy(model).cpu().eval()
     dtype = torch.float16 if half else torch.float32
     net = net.to(dtype)
     size = model.image_size
-    example = torch.zeros(2, 3, size, size, dtype=dtype)
+    example = (torch.zeros(2 * model.num_views, 3, size, size, dtype=dtype),)
+    names, axes = [INPUT_NAME], {INPUT_NAME: {0: "views"}, OUTPUT_NAME: {0: "batch"}}
+    if model.proprio_width:
+        example += (torch.zeros(2, model.proprio_width, dtype=dtype),)
+        names.append(PROPRIO_NAME)
+        axes[PROPRIO_NAME] = {0: "batch"}
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript exporter is deprecated in favour of the dynamo one, which needs the
@@ -132,11 +138,11 @@ def export_onnx(
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             _Logits(net),
-            (example,),
+            example,
             buffer,
-            input_names=[INPUT_NAME],
+            input_names=names,
             output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            dynamic_axes=axes,
             opset_version=opset,
             dynamo=False,
         )
@@ -169,34 +175,69 @@ def _input_range(metadata: dict[str, Any]) -> dict[str, Any]:
     return {"TensorQuantOverrides": {INPUT_NAME: [limits]}}
 
 
-def _as_frames(frames: torch.Tensor, size: int, name: str) -> torch.Tensor:
-    """Checks uint8 ``[N, size, size, 3]`` frames (the layout recorded episodes use)."""
+def frame_shape_of(metadata: dict[str, Any]) -> tuple[int, int, int]:
+    """``(H, W, 3)`` of the frames an export scores: its views of side ``image_size``, tiled."""
+    size = int(metadata["image_size"])
+    return (size, int(metadata["num_views"]) * size, 3)
+
+
+def _as_frames(frames: torch.Tensor, shape: tuple[int, int, int], name: str) -> torch.Tensor:
+    """Checks uint8 ``[N, *shape]`` frames (the layout recorded episodes use)."""
     if not isinstance(frames, torch.Tensor) or frames.dtype != torch.uint8:
         got = frames.dtype if isinstance(frames, torch.Tensor) else type(frames).__name__
         raise TypeError(f"{name} must be a uint8 tensor [N, H, W, 3], got {got}.")
-    if frames.dim() != 4 or tuple(frames.shape[1:]) != (size, size, 3):
+    if frames.dim() != 4 or tuple(frames.shape[1:]) != tuple(shape):
         raise ValueError(
-            f"{name} must be uint8 [N, {size}, {size}, 3] (the checkpoint's image size), got "
-            f"{tuple(frames.shape)}."
+            f"{name} must be uint8 [N, {', '.join(map(str, shape))}] (the checkpoint's frame "
+            f"size and views), got {tuple(frames.shape)}."
         )
     return frames.cpu().contiguous()
 
 
-class _FrameReader(CalibrationDataReader):
-    """Feeds recorded frames, preprocessed as at inference, to the int8 calibrator."""
+def _feed(
+    images: torch.Tensor, proprio: torch.Tensor | None, metadata: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """The session inputs of uint8 frames (and proprio values), preprocessed as at inference."""
+    views = split_views(images, int(metadata["num_views"])).contiguous()
+    feed = {INPUT_NAME: preprocess(views, metadata["mean"], metadata["std"]).numpy()}
+    width = sum(metadata["proprio"].values())
+    if width:
+        if proprio is None or tuple(proprio.shape) != (images.shape[0], width):
+            got = None if proprio is None else tuple(proprio.shape)
+            raise ValueError(
+                f"This export reads proprio inputs {list(metadata['proprio'])}: pass float "
+                f"[{images.shape[0]}, {width}] beside the frames, got {got}."
+            )
+        feed[PROPRIO_NAME] = proprio.detach().to("cpu", torch.float32).numpy()
+    return feed
 
-    def __init__(self, frames: torch.Tensor, metadata: dict[str, Any], batch_size: int) -> None:
+
+class _FrameReader(CalibrationDataReader):
+    """Feeds recorded frames (and proprio values), preprocessed as at inference, to the int8
+    calibrator."""
+
+    def __init__(
+        self,
+        frames: torch.Tensor,
+        metadata: dict[str, Any],
+        batch_size: int,
+        proprio: torch.Tensor | None = None,
+    ) -> None:
         # Equal batches: the histogram calibrators (entropy, percentile) stack them.
-        if frames.shape[0] > batch_size:
-            frames = frames[: frames.shape[0] - frames.shape[0] % batch_size]
-        self._batches = iter(frames.split(batch_size))
-        self._mean, self._std = metadata["mean"], metadata["std"]
+        n = frames.shape[0]
+        keep = n - n % batch_size if n > batch_size else n
+        frame_batches = frames[:keep].split(batch_size)
+        proprio_batches = (
+            [None] * len(frame_batches) if proprio is None else proprio[:keep].split(batch_size)
+        )
+        self._batches = iter(zip(frame_batches, proprio_batches, strict=True))
+        self._metadata = metadata
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
         if batch is None:
             return None
-        return {INPUT_NAME: preprocess(batch.contiguous(), self._mean, self._std).numpy()}
+        return _feed(batch[0].contiguous(), batch[1], self._metadata)
 
 
 def quantize_onnx_int8(
@@ -204,6 +245,7 @@ def quantize_onnx_int8(
     path: str | os.PathLike,
     calibration_frames: torch.Tensor,
     *,
+    calibration_proprio: torch.Tensor | None = None,
     method: str = "percentile",
     per_channel: bool = True,
     float_first_conv: bool = True,
@@ -218,7 +260,9 @@ def quantize_onnx_int8(
     Args:
         fp32_path (str or path): the ONNX written by :func:`export_onnx`.
         path (str or path): the int8 ONNX to write (atomically).
-        calibration_frames (torch.Tensor): uint8 ``[N, s, s, 3]`` frames, ``N >= 1``.
+        calibration_frames (torch.Tensor): uint8 ``[N, s, V * s, 3]`` frames, ``N >= 1``.
+        calibration_proprio (torch.Tensor, optional): their proprio values ``[N, D]``, for a
+            model with proprio inputs. Defaults to ``None``.
         method (str, optional): ``"minmax"``, ``"entropy"`` or ``"percentile"``.
             Defaults to ``"percentile"``.
         per_channel (bool, optional): per-output-channel weight scales. Defaults to ``True``.
@@ -237,8 +281,7 @@ def quantize_onnx_int8(
             f"quantize_onnx_int8 needs the fp32 export, got a {metadata['precision']} ONNX "
             f"({str(fp32_path)!r})."
         )
-    size = metadata["image_size"]
-    frames = _as_frames(calibration_frames, size, "calibration_frames")
+    frames = _as_frames(calibration_frames, frame_shape_of(metadata), "calibration_frames")
     if frames.shape[0] == 0:
         raise ValueError("quantize_onnx_int8: calibration_frames is empty; pass recorded frames.")
     if method not in _CALIBRATION_METHODS:
@@ -250,13 +293,16 @@ def quantize_onnx_int8(
     with tempfile.TemporaryDirectory(dir=path.parent if path.parent.exists() else None) as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quantized = Path(tmp) / "int8.onnx"
-        quant_pre_process(str(fp32_path), str(prepared))
+        # ORT's symbolic shape inference gives up on the views' reshape to [N, V * features];
+        # ONNX's own shape inference (still run) covers those graphs.
+        plain = metadata["num_views"] == 1 and not metadata["proprio"]
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=not plain)
         exclude = _float_nodes(onnx.load(str(prepared)), first_conv=float_first_conv)
         with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress
             quantize_static(
                 str(prepared),
                 str(quantized),
-                _FrameReader(frames, metadata, batch_size),
+                _FrameReader(frames, metadata, batch_size, calibration_proprio),
                 quant_format=QuantFormat.QDQ,
                 per_channel=per_channel,
                 activation_type=QuantType.QUInt8,
@@ -317,8 +363,8 @@ class OnnxBackend(RewardBackend):
         self.name = f"onnxruntime-{self.precision}"
         self.device = torch.device("cpu")
         self.image_size = int(self.metadata["image_size"])
+        self.num_views = int(self.metadata["num_views"])
         self.chunk_size = int(chunk_size)
-        self._mean, self._std = self.metadata["mean"], self.metadata["std"]
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads is not None:
@@ -334,7 +380,7 @@ class OnnxBackend(RewardBackend):
             disabled_optimizers=["QDQPropagationTransformer"],
         )
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = preprocess(images.contiguous(), self._mean, self._std)
-        (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
+    def __call__(self, images: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor:
+        feed = _feed(images.contiguous(), proprio, self.metadata)
+        (logits,) = self.session.run([OUTPUT_NAME], feed)
         return torch.sigmoid(torch.from_numpy(logits))

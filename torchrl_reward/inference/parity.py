@@ -42,11 +42,16 @@ class ParityReport:
         return {**dataclasses.asdict(self), "passed": self.passed}
 
 
-def score_frames(backend: RewardBackend, frames: torch.Tensor) -> torch.Tensor:
-    """P(success) float32 ``[N]`` on the CPU of uint8 frames ``[N, s, s, 3]``, chunk by chunk."""
+def score_frames(
+    backend: RewardBackend, frames: torch.Tensor, proprio: torch.Tensor | None = None
+) -> torch.Tensor:
+    """P(success) float32 ``[N]`` on the CPU of uint8 frames ``[N, H, W, 3]`` (and their
+    proprio values ``[N, D]`` for a model with proprio inputs), chunk by chunk."""
+    chunks = frames.split(backend.chunk_size)
+    values = [None] * len(chunks) if proprio is None else proprio.split(backend.chunk_size)
     probs = [
-        backend(chunk.to(backend.device)).float().cpu()
-        for chunk in frames.split(backend.chunk_size)
+        backend(chunk.to(backend.device), None if p is None else p.to(backend.device)).float().cpu()
+        for chunk, p in zip(chunks, values, strict=True)
     ]
     return torch.cat(probs) if probs else torch.zeros(0)
 
@@ -58,16 +63,18 @@ def check_parity(
     *,
     threshold: float,
     min_agreement: float = MIN_AGREEMENT,
+    proprio: torch.Tensor | None = None,
 ) -> ParityReport:
-    """Compare the success labels and probabilities of two backends on the same frames.
+    """Compare the success labels and probabilities of two backends on the same frames (and,
+    for a model with proprio inputs, the same proprio values).
 
     Use frames rendered from the task (recorded episodes), not noise: quantisation error is
     only meaningful on the input distribution the model sees.
     """
     if frames.shape[0] == 0:
         raise ValueError("check_parity needs at least one frame.")
-    got = score_frames(candidate, frames)
-    want = score_frames(reference, frames)
+    got = score_frames(candidate, frames, proprio)
+    want = score_frames(reference, frames, proprio)
     agreement = ((got >= threshold) == (want >= threshold)).float().mean().item()
     diff = (got - want).abs().max().item()
     return ParityReport(

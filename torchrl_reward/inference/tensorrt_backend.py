@@ -16,7 +16,13 @@ from pathlib import Path
 import torch
 
 from torchrl_reward.inference.base import RewardBackend, file_sha256
-from torchrl_reward.inference.onnx_backend import INPUT_NAME, OUTPUT_NAME, read_onnx_metadata
+from torchrl_reward.inference.onnx_backend import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    PROPRIO_NAME,
+    read_onnx_metadata,
+)
+from torchrl_reward.models.resnet import split_views
 from torchrl_reward.ops import preprocess
 from torchrl_reward.utils import atomic_write
 
@@ -92,6 +98,8 @@ class TensorRTBackend(RewardBackend):
             )
         self.name = f"tensorrt-{metadata['precision']}"
         self.image_size = int(metadata["image_size"])
+        self.num_views = int(metadata["num_views"])
+        self.proprio_width = sum(metadata["proprio"].values())
         self.chunk_size = int(chunk_size)
         self._mean, self._std = metadata["mean"], metadata["std"]
         self._dtype = torch.float16 if metadata["precision"] == "fp16" else torch.float32
@@ -103,7 +111,15 @@ class TensorRTBackend(RewardBackend):
             self._setup(metadata["precision"])
             self._graph = self._capture() if cuda_graph else None
 
-    def _build(self, input_shape: tuple[int, ...]) -> bytes:
+    def _input_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The engine's fixed input shapes: the chunk's views, and its proprio values."""
+        size = self.image_size
+        shapes = {INPUT_NAME: (self.chunk_size * self.num_views, 3, size, size)}
+        if self.proprio_width:
+            shapes[PROPRIO_NAME] = (self.chunk_size, self.proprio_width)
+        return shapes
+
+    def _build(self) -> bytes:
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
         # Strongly typed: the ONNX's dtypes decide the precision (the flag is implied in 11.x).
@@ -114,7 +130,8 @@ class TensorRTBackend(RewardBackend):
             raise RuntimeError(f"TensorRT could not parse {str(self.onnx_path)!r}: {errors}")
         config = builder.create_builder_config()
         profile = builder.create_optimization_profile()
-        profile.set_shape(INPUT_NAME, input_shape, input_shape, input_shape)
+        for name, shape in self._input_shapes().items():
+            profile.set_shape(name, shape, shape, shape)
         config.add_optimization_profile(profile)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
@@ -123,11 +140,11 @@ class TensorRTBackend(RewardBackend):
 
     def _setup(self, precision: str) -> None:
         size = self.image_size
-        input_shape = (self.chunk_size, 3, size, size)
+        shapes = self._input_shapes()
         if self.engine_path.is_file():
             blob = self.engine_path.read_bytes()
         else:
-            blob = self._build(input_shape)
+            blob = self._build()
             with atomic_write(self.engine_path, "wb") as f:
                 f.write(blob)
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
@@ -138,19 +155,25 @@ class TensorRTBackend(RewardBackend):
                 "to rebuild."
             )
         self._context = self._engine.create_execution_context()
-        self._input = torch.zeros(input_shape, dtype=self._dtype, device=self.device)
+        inputs = {
+            name: torch.zeros(shape, dtype=self._dtype, device=self.device)
+            for name, shape in shapes.items()
+        }
+        self._input, self._proprio = inputs[INPUT_NAME], inputs.get(PROPRIO_NAME)
         self._output = torch.zeros(self.chunk_size, dtype=self._dtype, device=self.device)
-        self._context.set_input_shape(INPUT_NAME, input_shape)
-        self._context.set_tensor_address(INPUT_NAME, self._input.data_ptr())
+        for name, tensor in inputs.items():
+            self._context.set_input_shape(name, tuple(tensor.shape))
+            self._context.set_tensor_address(name, tensor.data_ptr())
         self._context.set_tensor_address(OUTPUT_NAME, self._output.data_ptr())
         self._frames = torch.zeros(
-            (self.chunk_size, size, size, 3), dtype=torch.uint8, device=self.device
+            (self.chunk_size, size, self.num_views * size, 3), dtype=torch.uint8, device=self.device
         )
         self._probs = torch.zeros(self.chunk_size, dtype=torch.float32, device=self.device)
 
     def _enqueue(self) -> None:
         """Preprocess the static frames, run the engine and the sigmoid on the current stream."""
-        self._input.copy_(preprocess(self._frames, self._mean, self._std, dtype=self._dtype))
+        views = split_views(self._frames, self.num_views).contiguous()
+        self._input.copy_(preprocess(views, self._mean, self._std, dtype=self._dtype))
         stream = torch.cuda.current_stream(self.device)
         if not self._context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError("TensorRT execute_async_v3 failed.")
@@ -168,10 +191,14 @@ class TensorRTBackend(RewardBackend):
         return graph
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor:
         n = images.shape[0]
         # The engine's batch is fixed: rows past n keep old frames, each scored on its own.
         self._frames[:n].copy_(images)
+        if self._proprio is not None:
+            if proprio is None:
+                raise ValueError("TensorRTBackend: this engine reads proprio inputs; none given.")
+            self._proprio[:n].copy_(proprio)
         with torch.cuda.device(self.device):
             if self._graph is not None:
                 self._graph.replay()

@@ -50,6 +50,28 @@ def plot_example_frames(
     return save_figure(fig, path)
 
 
+# What the demo asks of a classifier that can serve as a reward: recall at a low FPR.
+USABLE_RECALL, USABLE_FPR = 0.8, 0.02
+
+
+def classifier_verdict(metrics: dict[str, float], frame_label: str) -> str:
+    """One sentence on whether the trained classifier can serve as a reward, and why not."""
+    recall, fpr = metrics["recall"], metrics["fpr"]
+    figures = f"recall {recall:.2f} at FPR {fpr:.3f} on held-out episodes"
+    if recall >= USABLE_RECALL and fpr <= USABLE_FPR:
+        return f"**The classifier works** ({figures}, labels `{frame_label}`)."
+    cause = (
+        "`success` labels also ask for a static arm, which no still frame shows: train with "
+        "`frame_label=placed` or `model.proprio=[qvel]`"
+        if frame_label != "placed"
+        else "too few episodes or epochs for the labels: record more or train longer"
+    )
+    return (
+        f"**The classifier is not usable as a reward** ({figures}, below recall "
+        f"{USABLE_RECALL} at FPR <= {USABLE_FPR}); likely cause: {cause}."
+    )
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float) and value.is_integer() and abs(value) > 1:
         return str(int(value))
@@ -91,6 +113,8 @@ def write_report(run_dir: Path, state: dict[str, Any], model: ResNetRewardModel)
         f"# torchrl-reward pipeline report ({state['preset']} preset)",
         "",
         f"Run folder: `{run_dir}`",
+        "",
+        classifier_verdict(m, model.checkpoint_metadata["training_config"]["frame_label"]),
         "",
         "## 1. Collected episodes",
         "",

@@ -63,13 +63,18 @@ def test_report_figures_match_the_logs_and_files(tiny_run):
     assert f"{threshold:.3f}" in report
     metrics = state["stages"]["train"]["metrics"]
     label = cfg.train.get("frame_label", "success")
-    assert classifier_verdict(metrics, label) in report  # the verdict in words, at the top
+    verdict = classifier_verdict(metrics, label, proprio=bool(cfg.train.model.proprio))
+    assert verdict in report  # the verdict in words, at the top
 
 
 def test_verdict_says_whether_the_classifier_can_serve_as_a_reward():
-    assert "works" in classifier_verdict({"recall": 0.9, "fpr": 0.01}, "placed")
-    unusable = classifier_verdict({"recall": 0.0, "fpr": 0.01}, "success")
-    assert "not usable" in unusable and "frame_label=placed" in unusable
+    counts = {"tp": 9, "fn": 1}
+    assert "works" in classifier_verdict({"recall": 0.9, "fpr": 0.01, **counts}, "placed", False)
+    unusable = classifier_verdict({"recall": 0.0, "fpr": 0.01, **counts}, "success", False)
+    assert "not usable" in unusable and "model.proprio=[qvel]" in unusable
+    assert "10 positive frames" in unusable
+    weak = classifier_verdict({"recall": 0.5, "fpr": 0.01, **counts}, "success", True)
+    assert "too few success frames" in weak
 
 
 def test_rerun_reuses_finished_stages(tiny_run, capsys):

@@ -39,7 +39,7 @@ from torchrl_reward.inference.base import RewardBackend, model_fingerprint
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.models.resnet import split_views
 from torchrl_reward.ops import preprocess
-from torchrl_reward.utils import atomic_write
+from torchrl_reward.utils import atomic_write, frame_chunks
 
 INPUT_NAME = "input"
 PROPRIO_NAME = "proprio"
@@ -226,11 +226,8 @@ class _FrameReader(CalibrationDataReader):
         # Equal batches: the histogram calibrators (entropy, percentile) stack them.
         n = frames.shape[0]
         keep = n - n % batch_size if n > batch_size else n
-        frame_batches = frames[:keep].split(batch_size)
-        proprio_batches = (
-            [None] * len(frame_batches) if proprio is None else proprio[:keep].split(batch_size)
-        )
-        self._batches = iter(zip(frame_batches, proprio_batches, strict=True))
+        proprio = None if proprio is None else proprio[:keep]
+        self._batches = frame_chunks(frames[:keep], proprio, batch_size)
         self._metadata = metadata
 
     def get_next(self) -> dict[str, np.ndarray] | None:

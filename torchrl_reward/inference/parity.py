@@ -7,6 +7,7 @@ import dataclasses
 import torch
 
 from torchrl_reward.inference.base import RewardBackend
+from torchrl_reward.utils import frame_chunks
 
 MIN_AGREEMENT = 0.995
 
@@ -47,11 +48,9 @@ def score_frames(
 ) -> torch.Tensor:
     """P(success) float32 ``[N]`` on the CPU of uint8 frames ``[N, H, W, 3]`` (and their
     proprio values ``[N, D]`` for a model with proprio inputs), chunk by chunk."""
-    chunks = frames.split(backend.chunk_size)
-    values = [None] * len(chunks) if proprio is None else proprio.split(backend.chunk_size)
     probs = [
         backend(chunk.to(backend.device), None if p is None else p.to(backend.device)).float().cpu()
-        for chunk, p in zip(chunks, values, strict=True)
+        for chunk, p in frame_chunks(frames, proprio, backend.chunk_size)
     ]
     return torch.cat(probs) if probs else torch.zeros(0)
 

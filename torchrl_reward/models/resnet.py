@@ -21,7 +21,7 @@ import torchvision
 from torch import nn
 
 from torchrl_reward.ops import preprocess
-from torchrl_reward.utils import atomic_write
+from torchrl_reward.utils import atomic_write, frame_chunks
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -341,14 +341,9 @@ class ResNetRewardModel(nn.Module):
         flat_proprio = self._flat_proprio(proprio, batch)
         if chunk_size is None or flat.shape[0] <= chunk_size:
             return torch.sigmoid(self(flat, flat_proprio)).reshape(batch)
-        proprio_chunks = (
-            [None] * -(-flat.shape[0] // chunk_size)
-            if flat_proprio is None
-            else flat_proprio.split(chunk_size)
-        )
         probs = [
             torch.sigmoid(self(chunk, p))
-            for chunk, p in zip(flat.split(chunk_size), proprio_chunks, strict=True)
+            for chunk, p in frame_chunks(flat, flat_proprio, chunk_size)
         ]
         return torch.cat(probs).reshape(batch)
 

@@ -54,18 +54,22 @@ def plot_example_frames(
 USABLE_RECALL, USABLE_FPR = 0.8, 0.02
 
 
-def classifier_verdict(metrics: dict[str, float], frame_label: str) -> str:
+def classifier_verdict(metrics: dict[str, float], frame_label: str, proprio: bool) -> str:
     """One sentence on whether the trained classifier can serve as a reward, and why not."""
     recall, fpr = metrics["recall"], metrics["fpr"]
-    figures = f"recall {recall:.2f} at FPR {fpr:.3f} on held-out episodes"
+    positives = int(metrics["tp"] + metrics["fn"])
+    figures = (
+        f"recall {recall:.2f} at FPR {fpr:.3f} on held-out episodes, {positives} positive frames"
+    )
     if recall >= USABLE_RECALL and fpr <= USABLE_FPR:
         return f"**The classifier works** ({figures}, labels `{frame_label}`)."
-    cause = (
-        "`success` labels also ask for a static arm, which no still frame shows: train with "
-        "`frame_label=placed` or `model.proprio=[qvel]`"
-        if frame_label != "placed"
-        else "too few episodes or epochs for the labels: record more or train longer"
-    )
+    if frame_label != "placed" and not proprio:
+        cause = (
+            "`success` labels also ask for a static arm, which no still frame shows: train "
+            "with `model.proprio=[qvel]` (or `frame_label=placed`)"
+        )
+    else:
+        cause = "too few success frames or epochs: record more episodes or train longer"
     return (
         f"**The classifier is not usable as a reward** ({figures}, below recall "
         f"{USABLE_RECALL} at FPR <= {USABLE_FPR}); likely cause: {cause}."
@@ -114,7 +118,11 @@ def write_report(run_dir: Path, state: dict[str, Any], model: ResNetRewardModel)
         "",
         f"Run folder: `{run_dir}`",
         "",
-        classifier_verdict(m, model.checkpoint_metadata["training_config"]["frame_label"]),
+        classifier_verdict(
+            m,
+            model.checkpoint_metadata["training_config"]["frame_label"],
+            proprio=bool(model.proprio),
+        ),
         "",
         "## 1. Collected episodes",
         "",

@@ -16,6 +16,7 @@ from torchrl.envs.transforms import Transform
 
 from torchrl_reward.inference import RewardBackend, make_backend, resolve_device
 from torchrl_reward.models import ResNetRewardModel
+from torchrl_reward.utils import frame_chunks
 
 MODES = ("replace", "add")
 OUTPUTS = ("soft", "binary")
@@ -285,15 +286,14 @@ class RewardTransform(Transform):
     def _score(self, flat: torch.Tensor, proprio: torch.Tensor | None) -> torch.Tensor:
         start = time.perf_counter()
         backend = self.backend
-        chunks = flat.split(self.chunk_size)
-        proprio_chunks = [None] * len(chunks) if proprio is None else proprio.split(self.chunk_size)
+        chunks = list(frame_chunks(flat, proprio, self.chunk_size))
         probs = torch.cat(
             [
                 backend(
                     chunk.to(backend.device).contiguous(),
                     None if p is None else p.to(backend.device),
                 )
-                for chunk, p in zip(chunks, proprio_chunks, strict=True)
+                for chunk, p in chunks
             ]
         )
         if not bool(torch.isfinite(probs).all()):

@@ -1,5 +1,6 @@
 """Small shared utilities."""
 
+from torchrl_reward.utils.chunks import frame_chunks
 from torchrl_reward.utils.io import atomic_write
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "frame_chunks"]

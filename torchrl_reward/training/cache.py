@@ -20,12 +20,13 @@ import torch
 from tensordict import MemoryMappedTensor
 
 from torchrl_reward.data import list_episode_files, load_episode
+from torchrl_reward.data.episode_io import PROPRIO_KEYS
 from torchrl_reward.utils import atomic_write
 
 CACHE_VERSION = 2
-# Per-frame flags and robot state kept beside the pixels when every episode file has them.
+# Per-frame flags kept beside the pixels, with the robot state (PROPRIO_KEYS), when every
+# episode file has them.
 FLAG_KEYS = ("is_obj_placed", "is_robot_static")
-PROPRIO_KEYS = ("qpos", "qvel")
 _PIXELS = "pixels.u8"
 _INDEX = "index.pt"
 

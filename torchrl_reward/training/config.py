@@ -8,9 +8,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from torchrl_reward.data.episode_io import PROPRIO_KEYS
+
 MONITORS = ("roc_auc", "f1", "balanced_accuracy", "accuracy")
 FRAME_LABELS = ("success", "success_once", "placed")
-PROPRIO_INPUTS = ("qpos", "qvel")
+PROPRIO_INPUTS = PROPRIO_KEYS  # robot state only: object and goal positions are privileged
 
 
 @dataclass

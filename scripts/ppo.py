@@ -3,7 +3,8 @@
 python scripts/ppo.py                                   # dense reward, CPU preset
 python scripts/ppo.py env=gpu                           # 1024 envs on one GPU
 python scripts/ppo.py init=scripted_bc                  # start from a clone of the script
-python scripts/ppo.py runner.init_from=checkpoints/ppo_pickcube_scripted_bc.pt init=scripted_bc
+python scripts/ppo.py init=kept_bc                      # from the kept policy (95% success)
+python scripts/ppo.py init=weak_bc                      # from a weak clone (36% success)
 python scripts/ppo.py collect.enabled=true collect.save_dir=data/pickcube
 python scripts/ppo.py reward=resnet reward.resnet.checkpoint_path=... runner.resume_dir=...
 """

@@ -9,7 +9,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+REPO_ROOT = Path(__file__).resolve().parents[1]  # an editable install's checkout
+CONFIG_DIR = REPO_ROOT / "configs"
 
 
 def load_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:

@@ -99,6 +99,25 @@ def test_truncates_at_max_episode_steps(pixel_env):
     assert not td["next", "truncated"][0, :-1].any()
 
 
+def test_render_frames_done_renders_only_final_frames(pixel_env):
+    env = ManiSkillEnv(
+        "PickCube-v1", pixels=True, render_frames="done", image_size=64, max_episode_steps=4
+    )
+    try:
+        for e in (env, pixel_env):
+            e.set_seed(3)
+        torch.manual_seed(0)
+        sparse = env.rollout(4, break_when_any_done=False)
+        torch.manual_seed(0)
+        dense = pixel_env.rollout(4, break_when_any_done=False)
+    finally:
+        env.close()
+    frames = sparse["next", "pixels"][0]
+    assert not frames[:3].any()  # not rendered
+    # The final frame is the frame an every-frame env renders in the same state.
+    torch.testing.assert_close(frames[3], dense["next", "pixels"][0, 3])
+
+
 def test_seeding_is_reproducible():
     def rollout():
         env = ManiSkillEnv("PickCube-v1", max_episode_steps=10)
@@ -134,6 +153,7 @@ def test_partial_reset_resets_only_masked_envs():
         (dict(image_size=4), ValueError, "image_size must be in"),
         (dict(image_size=100_000), ValueError, "image_size must be in"),
         (dict(num_envs=4, sim_backend="cpu"), ValueError, "one env per process"),
+        (dict(render_frames="some"), ValueError, "render_frames must be one of"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, error, match):

@@ -2,7 +2,6 @@
 
 import json
 import math
-from pathlib import Path
 from statistics import mean
 
 import pytest
@@ -16,7 +15,6 @@ from torchrl_reward.ppo.checkpoint import checkpoint_path
 from torchrl_reward.viz import read_scalar
 
 pytestmark = pytest.mark.slow
-KEPT_POLICY = Path(__file__).parents[2] / "checkpoints" / "ppo_pickcube_scripted_bc.pt"
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +92,7 @@ def test_collects_while_the_kept_policy_trains(tmp_path):
             "preset=tiny",
             f"run_dir={tmp_path}",
             "collect.policy=ppo",
-            f"policy_checkpoint={KEPT_POLICY}",
+            "ppo_init=kept_bc",
         ],
     )
     run_pipeline(cfg)

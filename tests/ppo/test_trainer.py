@@ -8,7 +8,11 @@ from torchrl_reward.config import load_config
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.ppo import train_ppo
 from torchrl_reward.ppo.checkpoint import checkpoint_path
-from torchrl_reward.ppo.trainer import _mark_no_bootstrap, make_reward_transform
+from torchrl_reward.ppo.trainer import (
+    _mark_no_bootstrap,
+    _render_frames,
+    make_reward_transform,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +48,18 @@ def test_two_iterations_write_logs_and_checkpoint(first_run):
     state = torch.load(checkpoint_path(run_dir), weights_only=False)
     assert state["collected_frames"] == 40 and state["iteration"] == 2
     assert "eval/success_once" in metrics
+    assert metrics["train/epochs"] == 2  # no target_kl: every epoch runs
+    assert 0.0 < metrics["time/elapsed"] == pytest.approx(state["elapsed"])
+
+
+def test_target_kl_stops_the_epochs_early(first_run, tmp_path):
+    run_dir, _ = first_run
+    # A negative bound is passed by any update: one epoch per iteration.
+    cfg = load_config(
+        "ppo",
+        [*SMALL, "ppo.total_frames=20", "ppo.target_kl=-1.0", f"runner.init_from={run_dir}"],
+    )
+    assert train_ppo(cfg, tmp_path)["train/epochs"] == 1
 
 
 def test_resume_continues_from_checkpoint(first_run, tmp_path):
@@ -139,11 +155,34 @@ def test_learned_reward_run_logs_model_rewards_and_agreement(tmp_path):
     )
     metrics = train_ppo(cfg, tmp_path / "run")
     assert 0.0 <= metrics["rollout/rewards"] <= 1.0  # probabilities, not the dense reward
-    assert metrics["time/compute_model_rewards"] > 0.0
+    assert metrics["time/compute_model_rewards"] > 0.0  # seconds, as every time/* entry
+    assert 0.0 < metrics["time/reward_share"] < 1.0
     for key in ("precision", "recall", "fpr", "accuracy"):
         assert f"reward_model/{key}" in metrics
     rows = (tmp_path / "run/logs/scalars/reward_model/fpr.csv").read_text().splitlines()
     assert len(rows) == 2
+
+
+def test_terminal_only_learned_reward_renders_and_pays_only_final_frames(tmp_path):
+    model_path = ResNetRewardModel(image_size=64).save(tmp_path / "reward.pt")
+    overrides = [
+        *SMALL,
+        "ppo.total_frames=20",
+        "eval.interval=0",
+        "env.image_size=64",
+        "reward=resnet",
+        f"reward.resnet.checkpoint_path={model_path}",
+        "reward.device=cpu",
+        "reward.terminal_only=true",
+    ]
+    cfg = load_config("ppo", overrides)
+    assert _render_frames(cfg, make_reward_transform(cfg.reward)) == "done"
+    recording = load_config("ppo", [*overrides, "collect.enabled=true"])
+    assert _render_frames(recording, make_reward_transform(cfg.reward)) == "all"
+    metrics = train_ppo(cfg, tmp_path / "run")
+    # 2 envs x 10 steps, one episode end each: 2 of 20 frames carry a reward.
+    assert 0.0 < metrics["rollout/rewards"] <= 2 / 20
+    assert "reward_model/fpr" in metrics
 
 
 def test_learned_reward_without_checkpoint_says_how(tmp_path):

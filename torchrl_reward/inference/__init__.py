@@ -4,12 +4,7 @@
 :class:`RewardBackend`: a callable from uint8 frames ``[N, s, s, 3]`` to P(success) ``[N]``.
 """
 
-from torchrl_reward.inference.base import (
-    RewardBackend,
-    file_sha256,
-    model_fingerprint,
-    resolve_device,
-)
+from torchrl_reward.inference.base import RewardBackend, file_sha256, model_fingerprint
 from torchrl_reward.inference.export import (
     export_reward,
     frames_from_episodes,
@@ -32,6 +27,7 @@ from torchrl_reward.inference.tensorrt_backend import (
     tensorrt_unavailable_reason,
 )
 from torchrl_reward.inference.torch_backend import TorchBackend
+from torchrl_reward.utils import resolve_device
 
 __all__ = [
     "BACKENDS",

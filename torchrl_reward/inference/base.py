@@ -10,7 +10,6 @@ import abc
 import hashlib
 import json
 import os
-import warnings
 
 import torch
 
@@ -51,46 +50,6 @@ class RewardBackend(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, device={self.device})"
-
-
-def resolve_device(
-    device: str | torch.device | int | None, *, strict: bool = False, owner: str = "reward"
-) -> torch.device:
-    """The device a reward model can really run on, falling back with a warning.
-
-    ``None`` means the first GPU when there is one, else the CPU. A GPU index beyond the
-    visible GPUs falls back to ``cuda:0``, and any GPU without CUDA to the CPU, each with a
-    warning, unless ``strict=True``, which raises instead (so a two-GPU plan fails loudly on a
-    one-GPU machine).
-    """
-    if device is None:
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"{owner}: invalid device {device!r}: {err}") from None
-    if device.type == "cpu":
-        return device
-    if device.type != "cuda":
-        raise ValueError(f"{owner}: device must be 'cpu' or 'cuda[:i]', got {str(device)!r}.")
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    index = 0 if device.index is None else device.index
-    if index < count:
-        return torch.device("cuda", index)
-    fallback = torch.device("cuda:0") if count else torch.device("cpu")
-    seen = f"{count} GPU{'s' if count != 1 else ''}"
-    if strict:
-        raise RuntimeError(
-            f"{owner}: device {str(device)!r} is not available ({seen} visible) and "
-            "strict=True; pick an available device or set strict=False to fall back to "
-            f"{fallback}."
-        )
-    warnings.warn(
-        f"{owner}: device {str(device)!r} is not available ({seen} visible); using "
-        f"{fallback} instead (strict=True makes this an error).",
-        stacklevel=3,
-    )
-    return fallback
 
 
 def model_fingerprint(model: ResNetRewardModel) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from torchrl_reward.inference.base import RewardBackend, resolve_device
+from torchrl_reward.inference.base import RewardBackend
 from torchrl_reward.inference.export import (
     load_manifest,
     load_validation_frames,
@@ -19,6 +19,7 @@ from torchrl_reward.inference.parity import check_parity
 from torchrl_reward.inference.tensorrt_backend import TensorRTBackend, tensorrt_unavailable_reason
 from torchrl_reward.inference.torch_backend import TorchBackend
 from torchrl_reward.models import ResNetRewardModel
+from torchrl_reward.utils import resolve_device
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 logger = logging.getLogger(__name__)

@@ -72,32 +72,10 @@ def _env_cfg(cfg: DictConfig, control_mode: str) -> DictConfig:
     return env_cfg
 
 
-def _policy_overrides(cfg: DictConfig) -> list[str]:
-    """What ``policy_checkpoint`` was trained with, so that its weights fit and keep working.
-
-    Its action space, network and episode handling, and the fine-tuning learning rate and
-    epochs it was trained at (the defaults, made for training from scratch, erase a good policy
-    within a few thousand frames).
-    """
-    if not cfg.policy_checkpoint:
-        return []
-    state = load_checkpoint(cfg.policy_checkpoint, expect={})
-    hidden = ",".join(str(h) for h in state["hidden_sizes"])
-    trained = OmegaConf.create(state.get("config", {}))
-    overrides = [f"env.control_mode={state['control_mode']}", f"ppo.hidden_sizes=[{hidden}]"]
-    for key in ("env.ignore_terminations", "ppo.lr", "ppo.num_epochs"):
-        value = OmegaConf.select(trained, key)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    return overrides
-
-
-def _start_overrides(cfg: DictConfig, ppo_dir: Path) -> list[str]:
-    """Finish the stage's own interrupted run, else start from ``policy_checkpoint`` if any."""
+def _start_overrides(ppo_dir: Path) -> list[str]:
+    """Finish the stage's own interrupted run; otherwise the ``init`` group says where to start."""
     if checkpoint_path(ppo_dir).is_file():
         return [f"runner.resume_dir={ppo_dir}"]
-    if cfg.policy_checkpoint:
-        return [f"runner.init_from={cfg.policy_checkpoint}"]
     return []
 
 
@@ -105,10 +83,10 @@ def _ppo_config(cfg: DictConfig, extra: list[str]) -> DictConfig:
     return load_config(
         "ppo",
         [
+            f"init={cfg.ppo_init}",
             f"seed={cfg.seed}",
             f"env.image_size={cfg.collect.image_size}",
             "runner.progress=true",
-            *_policy_overrides(cfg),
             *extra,
         ],
     )
@@ -126,7 +104,7 @@ def _stage_collect(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         ppo_cfg = _ppo_config(
             cfg,
             [
-                *_start_overrides(cfg, ppo_dir),
+                *_start_overrides(ppo_dir),
                 "collect.enabled=true",
                 f"collect.save_dir={data_dir}",
                 f"collect.target_success={c.target_success}",
@@ -188,8 +166,8 @@ def _success_rate(ppo_cfg: DictConfig, checkpoint: str | None, episodes: int) ->
 def _stage_ppo(cfg: DictConfig, run_dir: Path, reward_checkpoint: str) -> dict[str, Any]:
     ppo_dir = run_dir / "ppo"
     extra = ["reward=resnet", f"reward.resnet.checkpoint_path={reward_checkpoint}"]
-    ppo_cfg = _ppo_config(cfg, [*extra, *_start_overrides(cfg, ppo_dir), *cfg.ppo_overrides])
-    before = _success_rate(ppo_cfg, cfg.policy_checkpoint, cfg.eval_episodes)
+    ppo_cfg = _ppo_config(cfg, [*extra, *_start_overrides(ppo_dir), *cfg.ppo_overrides])
+    before = _success_rate(ppo_cfg, ppo_cfg.runner.init_from, cfg.eval_episodes)
     metrics = train_ppo(ppo_cfg, ppo_dir)
     after = _success_rate(ppo_cfg, str(checkpoint_path(ppo_dir)), cfg.eval_episodes)
     return {

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from torchrl_reward.config import REPO_ROOT
 from torchrl_reward.utils import atomic_write
 
 CHECKPOINT_NAME = "ppo_last.pt"
@@ -25,11 +26,17 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
 
 def resolve_resume_path(resume: str | Path) -> Path:
-    """Accept a run directory, its ``checkpoints/`` folder or the checkpoint file itself."""
+    """Accept a run directory, its ``checkpoints/`` folder or the checkpoint file itself.
+
+    A relative path not found from the working directory is looked up in the repository, where
+    the ``init`` groups' checkpoints (``checkpoints/*.pt``) live.
+    """
     resume = Path(resume)
-    for candidate in (resume, resume / CHECKPOINT_NAME, checkpoint_path(resume)):
-        if candidate.is_file():
-            return candidate
+    roots = [resume] if resume.is_absolute() else [resume, REPO_ROOT / resume]
+    for root in roots:
+        for candidate in (root, root / CHECKPOINT_NAME, checkpoint_path(root)):
+            if candidate.is_file():
+                return candidate
     raise FileNotFoundError(
         f"No PPO checkpoint at {resume} (looked for {CHECKPOINT_NAME} there and in "
         "checkpoints/); set runner.resume_dir to a run directory written by scripts/ppo.py."

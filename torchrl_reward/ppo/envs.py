@@ -11,11 +11,12 @@ from torchrl_reward.envs import ManiSkillEnv
 from torchrl_reward.envs.maniskill import DEFAULT_VIEWS
 
 
-def env_kwargs(env_cfg: Any, *, pixels: bool) -> dict[str, Any]:
+def env_kwargs(env_cfg: Any, *, pixels: bool, render_frames: str = "all") -> dict[str, Any]:
     """ManiSkillEnv keyword arguments from an ``env`` config node."""
     return dict(
         env_id=env_cfg.env_id,
         pixels=pixels,
+        render_frames=render_frames,
         max_episode_steps=env_cfg.max_episode_steps,
         image_size=env_cfg.image_size,
         views=list(env_cfg.get("views") or DEFAULT_VIEWS),
@@ -27,15 +28,24 @@ def env_kwargs(env_cfg: Any, *, pixels: bool) -> dict[str, Any]:
     )
 
 
-def make_env(env_cfg: Any, *, pixels: bool = False, num_envs: int | None = None) -> EnvBase:
+def make_env(
+    env_cfg: Any,
+    *,
+    pixels: bool = False,
+    render_frames: str = "all",
+    num_envs: int | None = None,
+) -> EnvBase:
     """Build ``num_envs`` envs (default ``env_cfg.num_envs``).
+
+    ``render_frames="done"`` renders only the frames that end an episode (see
+    :class:`~torchrl_reward.envs.ManiSkillEnv`).
 
     GPU physx holds them all in one simulation (batch ``[num_envs]``); the CPU simulator runs
     one env per process in a torchrl :class:`~torchrl.envs.ParallelEnv` (batch
     ``[num_envs, 1]``).
     """
     num_envs = env_cfg.num_envs if num_envs is None else num_envs
-    kwargs = env_kwargs(env_cfg, pixels=pixels)
+    kwargs = env_kwargs(env_cfg, pixels=pixels, render_frames=render_frames)
     if env_cfg.sim_backend == "gpu":
         return ManiSkillEnv(num_envs=num_envs, **kwargs)
     if num_envs == 1:

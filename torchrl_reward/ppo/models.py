@@ -11,6 +11,17 @@ from torchrl.data import TensorSpec
 from torchrl.envs import ExplorationType
 from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
 
+# The actor's mean before tanh is bounded to +-LOC_BOUND (``LOC_BOUND * tanh(m / LOC_BOUND)``).
+# Unbounded, behaviour cloning drives the gripper's mean to 7-8 (the script's +-1 commands), where
+# float32 tanh leaves too few bits for atanh to recover the sample: PPO's first ratio on the kept
+# clone's own actions was off by up to 2.1 nats, a spurious step on every update.
+LOC_BOUND = 5.0
+
+
+def bounded_mean(raw_mean: torch.Tensor) -> torch.Tensor:
+    """The actor's deterministic action for the policy network's raw mean output."""
+    return torch.tanh(LOC_BOUND * torch.tanh(raw_mean / LOC_BOUND))
+
 
 def _mlp(in_features: int, out_features: int, hidden: Sequence[int], last_gain: float) -> MLP:
     mlp = MLP(
@@ -50,7 +61,8 @@ def make_ppo_models(
         distribution_kwargs={
             "low": action_spec.space.low,
             "high": action_spec.space.high,
-            "tanh_loc": False,
+            "tanh_loc": True,
+            "upscale": LOC_BOUND,
         },
         return_log_prob=True,
         default_interaction_type=ExplorationType.RANDOM,

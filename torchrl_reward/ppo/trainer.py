@@ -12,6 +12,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +35,11 @@ from torchrl_reward.ppo.metrics import EpisodeStats
 from torchrl_reward.ppo.models import make_ppo_models
 from torchrl_reward.ppo.warmstart import warm_start
 from torchrl_reward.transforms import RewardTransform, agreement
+from torchrl_reward.utils import resolve_device
 
 log = logging.getLogger(__name__)
 _NO_BOOTSTRAP = "terminated_not_success"
 _LOGGED_LOSS_KEYS = ("loss_objective", "loss_critic", "loss_entropy", "clip_fraction", "kl_approx")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; an explicit ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name!r} was asked for but no CUDA GPU is visible; use cpu.")
-    return device
 
 
 class _Timer:
@@ -140,18 +132,27 @@ def reward_agreement(batch: TensorDictBase, transform: RewardTransform) -> dict[
     }
 
 
+def _render_frames(cfg: DictConfig, reward_transform: RewardTransform | None) -> str:
+    """``"done"`` when only final frames are ever looked at: a terminal-only learned reward and
+    no recording. Rendering is most of a CPU step's cost, so the arm then costs about what a
+    state-only arm does."""
+    if reward_transform is not None and reward_transform.terminal_only and not cfg.collect.enabled:
+        return "done"
+    return "all"
+
+
 def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     """Train PPO as configured; logs, checkpoints and returns the last metrics."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, strict=True, owner="ppo")
     p = cfg.ppo
     use_model = bool(cfg.reward.get("use_reward_model", False))
     pixels = bool(cfg.collect.enabled) or use_model
 
     reward_transform = make_reward_transform(cfg.reward) if use_model else None
-    env = make_env(cfg.env, pixels=pixels)
+    env = make_env(cfg.env, pixels=pixels, render_frames=_render_frames(cfg, reward_transform))
     recorder = None
     if cfg.collect.enabled:
         recorder = make_recorder({**cfg.collect, "seed": cfg.seed})
@@ -172,9 +173,7 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     optim = torch.optim.Adam([*actor.parameters(), *critic.parameters()], lr=p.lr, eps=1e-5)
     reward_name = "resnet" if use_model else cfg.env.reward_mode
     try:
-        collected, iteration, target_frames, warm_metrics = _initialise(
-            cfg, actor, critic, optim, identity, reward_name
-        )
+        start = _initialise(cfg, actor, critic, optim, identity, reward_name)
     except Exception:
         env.close()  # no worker processes left behind by a bad checkpoint or warm start
         raise
@@ -207,17 +206,18 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     )
     logger = _make_logger(cfg, run_dir)
     if logger is not None:
-        for key, value in warm_metrics.items():
+        for key, value in start.warm_metrics.items():
             logger.log_scalar(key, value, step=0)
     eval_env = make_env(cfg.env, num_envs=1) if cfg.eval.interval else None
     stats = EpisodeStats(batch_envs)
     timer = _Timer()
     metrics: dict[str, float] = {}
+    collected, iteration, target_frames = start.collected, start.iteration, start.target_frames
     pbar = tqdm.tqdm(
         total=target_frames, initial=collected, unit="frames", disable=not cfg.runner.progress
     )
     collector_iter = iter(collector)
-    start_frames = collected
+    started = time.perf_counter()
     try:
         while collected < target_frames:
             with timer("collecting"):
@@ -235,16 +235,18 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                 _mark_no_bootstrap(data)
             metrics.update(stats.update(data))
             with timer("training"):
-                train_actor = collected - start_frames > p.critic_warmup_frames
+                train_actor = collected - start.collected > p.critic_warmup_frames
                 metrics.update(_update(data, advantage, loss_module, optim, buffer, p, train_actor))
             if eval_env is not None and iteration % cfg.eval.interval == 0:
                 with timer("eval"):
                     metrics.update(evaluate(actor, eval_env, cfg.eval.num_episodes))
-            times = timer.pop()
+            times = timer.pop()  # seconds per phase of this iteration
             metrics.update(times)
             metrics["time/sps"] = data.numel() / max(times.get("time/collecting", 0.0), 1e-9)
             if "time/compute_model_rewards" in times:
-                metrics["time/compute_model_rewards"] *= 1000.0  # ms per iteration
+                iteration_s = sum(v for k, v in times.items() if k != "time/eval")
+                metrics["time/reward_share"] = times["time/compute_model_rewards"] / iteration_s
+            metrics["time/elapsed"] = start.elapsed + time.perf_counter() - started
             if recorder is not None:
                 metrics.update({f"collect/{k}": float(v) for k, v in recorder.counts.items()})
             if logger is not None:
@@ -271,6 +273,7 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                         "reward": reward_name,
                         "config": OmegaConf.to_container(cfg, resolve=True),
                         "metrics": metrics,
+                        "elapsed": metrics["time/elapsed"],
                     },
                 )
             if done_recording and cfg.collect.stop_when_done:
@@ -286,6 +289,17 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     return metrics
 
 
+@dataclass
+class _Start:
+    """Where a run starts: frames and iterations done, its frame budget, wall time so far."""
+
+    collected: int
+    iteration: int
+    target_frames: int
+    elapsed: float = 0.0
+    warm_metrics: dict[str, float] = field(default_factory=dict)
+
+
 def _initialise(
     cfg: DictConfig,
     actor: torch.nn.Module,
@@ -293,8 +307,8 @@ def _initialise(
     optim: torch.optim.Optimizer,
     identity: dict[str, Any],
     reward_name: str,
-) -> tuple[int, int, int, dict[str, float]]:
-    """Where training starts: ``(collected, iteration, target_frames, warm-start metrics)``.
+) -> _Start:
+    """Where training starts.
 
     ``runner.resume_dir`` continues a run (an interrupted one on the same reward is finished;
     on another reward it is a warm start with a fresh budget and optimiser);
@@ -311,17 +325,17 @@ def _initialise(
         collected, iteration = state["collected_frames"], state["iteration"]
         if state.get("reward") == reward_name:  # an interrupted run: finish it
             optim.load_state_dict(state["optim"])
-            return collected, iteration, state["target_frames"], {}
+            return _Start(collected, iteration, state["target_frames"], state.get("elapsed", 0.0))
         log.info(
             "Warm start from %s (%s reward) on the %s reward",
             cfg.runner.resume_dir,
             state.get("reward"),
             reward_name,
         )
-        return collected, iteration, collected + total, {}
+        return _Start(collected, iteration, collected + total)
     if cfg.runner.init_from:
         log.info("New run from %s (%s reward)", cfg.runner.init_from, state.get("reward"))
-        return 0, 0, total, {}
+        return _Start(0, 0, total)
     if cfg.warmstart.enabled:
         demo_env = make_env(cfg.env, num_envs=1)
         try:
@@ -338,8 +352,8 @@ def _initialise(
             )
         finally:
             demo_env.close()
-        return 0, 0, total, metrics
-    return 0, 0, total, {}
+        return _Start(0, 0, total, warm_metrics=metrics)
+    return _Start(0, 0, total)
 
 
 def _mark_no_bootstrap(data: TensorDictBase) -> None:
@@ -367,16 +381,22 @@ def _update(
 ) -> dict[str, float]:
     """``num_epochs`` passes of clipped-PPO minibatch updates; GAE recomputed every epoch.
 
+    With ``target_kl`` set, the passes stop after the first whose mean approximate KL to the
+    collecting policy exceeds it.
+
     With ``train_actor=False`` only the critic learns (a warm-up that keeps a cloned or
     pre-trained policy intact until the value estimates behind its advantages make sense).
     """
     sums: dict[str, float] = defaultdict(float)
-    steps = 0
+    steps = epochs = 0
+    target_kl = p.get("target_kl")
     for _ in range(p.num_epochs):
         with torch.no_grad():
             advantage(data)
         buffer.empty()
         buffer.extend(data.reshape(-1))
+        epochs += 1
+        epoch_kl, epoch_steps = 0.0, 0
         for batch in buffer:
             loss = loss_module(batch)
             total = loss["loss_critic"]
@@ -392,7 +412,15 @@ def _update(
                     sums[f"train/{key}"] += value.detach().mean().item()
             sums["train/grad_norm"] += grad_norm.item()
             steps += 1
-    return {k: v / max(steps, 1) for k, v in sums.items()}
+            epoch_kl += loss["kl_approx"].detach().mean().item() if "kl_approx" in loss else 0.0
+            epoch_steps += 1
+        # CleanRL's early stop: a noisy batch must not drag the policy far from the one that
+        # collected it.
+        if train_actor and target_kl is not None and epoch_kl / max(epoch_steps, 1) > target_kl:
+            break
+    out = {k: v / max(steps, 1) for k, v in sums.items()}
+    out["train/epochs"] = float(epochs)
+    return out
 
 
 def _postfix(metrics: dict[str, float], recorder: Any) -> dict[str, str]:

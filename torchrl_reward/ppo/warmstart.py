@@ -20,6 +20,7 @@ from torchrl.modules import ProbabilisticActor, ValueOperator
 from torchrl.objectives.value.functional import reward2go
 
 from torchrl_reward.envs.scripted import CONTROL_MODE, ScriptedPickPolicy
+from torchrl_reward.ppo.models import bounded_mean
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def behaviour_clone(
     cfg: DictConfig,
     gamma: float,
 ) -> dict[str, float]:
-    """Fit the actor's deterministic action (tanh of its mean) and the critic to ``demos``.
+    """Fit the actor's deterministic action (:func:`bounded_mean`) and the critic to ``demos``.
 
     The actor's state-independent scale is then set to ``cfg.init_scale``: small enough that
     the stochastic policy still succeeds, large enough for PPO to explore.
@@ -92,7 +93,7 @@ def behaviour_clone(
     for _ in range(cfg.epochs):
         action_sum = value_sum = 0.0
         for idx in torch.randperm(n).split(cfg.batch_size):
-            a_loss = (torch.tanh(mean_net(obs[idx])) - action[idx]).pow(2).mean()
+            a_loss = (bounded_mean(mean_net(obs[idx])) - action[idx]).pow(2).mean()
             v_loss = (value_net(obs[idx]) - target_value[idx]).pow(2).mean()
             optim.zero_grad(set_to_none=True)
             (a_loss + v_loss).backward()

@@ -14,7 +14,6 @@ from torchrl_reward.training.metrics import binary_metrics, roc_auc, roc_curve, 
 from torchrl_reward.training.trainer import (
     TrainResult,
     predict_frames,
-    resolve_device,
     train_reward_model,
 )
 
@@ -31,7 +30,6 @@ __all__ = [
     "frames_of",
     "make_config",
     "predict_frames",
-    "resolve_device",
     "roc_auc",
     "roc_curve",
     "split_episodes",

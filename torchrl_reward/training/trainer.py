@@ -42,7 +42,7 @@ from torchrl_reward.training.metrics import (
     threshold_at_fpr,
 )
 from torchrl_reward.training.plots import plot_roc, plot_training_curves, plot_worst
-from torchrl_reward.utils import atomic_write
+from torchrl_reward.utils import atomic_write, resolve_device
 
 BEST_NAME = "reward_model_best.pt"
 LAST_NAME = "reward_model_last.pt"
@@ -73,19 +73,6 @@ class TrainResult:
     history: list[dict[str, float]]
     stopped_early: bool
     data: dict[str, Any]
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; a CUDA request without CUDA raises."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"device={device!r} was asked for but no CUDA GPU is visible; use device=cpu "
-            "or device=auto."
-        )
-    return dev
 
 
 def _loader(
@@ -306,7 +293,7 @@ def train_reward_model(
     ``worst.png``.
     """
     cfg = make_config(cfg)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, strict=True, owner="train_reward")
     save_dir = Path(cfg.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     best_path, last_path = save_dir / BEST_NAME, save_dir / LAST_NAME

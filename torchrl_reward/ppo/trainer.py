@@ -396,7 +396,7 @@ def _update(
         buffer.empty()
         buffer.extend(data.reshape(-1))
         epochs += 1
-        epoch_kl, epoch_steps = 0.0, 0
+        kl_before, steps_before = sums["train/kl_approx"], steps
         for batch in buffer:
             loss = loss_module(batch)
             total = loss["loss_critic"]
@@ -412,11 +412,10 @@ def _update(
                     sums[f"train/{key}"] += value.detach().mean().item()
             sums["train/grad_norm"] += grad_norm.item()
             steps += 1
-            epoch_kl += loss["kl_approx"].detach().mean().item() if "kl_approx" in loss else 0.0
-            epoch_steps += 1
         # CleanRL's early stop: a noisy batch must not drag the policy far from the one that
         # collected it.
-        if train_actor and target_kl is not None and epoch_kl / max(epoch_steps, 1) > target_kl:
+        epoch_kl = (sums["train/kl_approx"] - kl_before) / max(steps - steps_before, 1)
+        if train_actor and target_kl is not None and epoch_kl > target_kl:
             break
     out = {k: v / max(steps, 1) for k, v in sums.items()}
     out["train/epochs"] = float(epochs)

@@ -1,12 +1,13 @@
 # The two commands of the README:
 #   make demo   set up (system packages, .venv/) and run the main job
 #   make test   set up and run the test suite (what CI runs)
+# and, for the edit loop, make test-fast: the tests not marked slow (no real simulator runs).
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 
-.PHONY: setup demo test bench lint
+.PHONY: setup demo test test-fast bench lint
 setup: $(STAMP)
 
 $(STAMP): setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
@@ -26,6 +27,9 @@ lint: setup
 
 test: setup lint
 	$(PY) -m pytest --benchmark-skip -q
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" --benchmark-skip -q
 
 bench: setup
 	$(PY) -m pytest --benchmark-only tests/benchmarks

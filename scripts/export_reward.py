@@ -4,7 +4,8 @@
         episodes_dir=data/pickcube
 
 Configuration: ``configs/export_reward.yaml``. The folder it writes is the ``export_dir`` of
-``RewardTransform(..., backend="auto")``, which uses only the backends that passed.
+``RewardTransform(..., backend="auto")``, which uses only the backends that passed. The frames
+keep the views the checkpoint was trained on (``train.views``).
 """
 
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from torchrl_reward.inference import export_reward, frames_from_episodes
+from torchrl_reward.inference.export import export_from_episodes
 from torchrl_reward.models import ResNetRewardModel
 
 
@@ -21,19 +22,13 @@ def main(cfg: DictConfig) -> None:
     checkpoint = Path(cfg.checkpoint_path)
     model = ResNetRewardModel.load(checkpoint)
     out_dir = Path(cfg.out_dir or checkpoint.with_name(f"{checkpoint.stem}_export"))
-    calibration, validation = frames_from_episodes(
+    manifest = export_from_episodes(
+        model,
+        out_dir,
         cfg.episodes_dir,
         max_calibration=cfg.max_calibration_frames,
         max_validation=cfg.max_validation_frames,
-        proprio=list(model.proprio),
-    )
-    manifest = export_reward(
-        model,
-        out_dir,
-        validation["pixels"],
-        validation_proprio=validation.get("proprio", None),
-        calibration_frames=calibration["pixels"] if cfg.int8 else None,
-        calibration_proprio=calibration.get("proprio", None),
+        int8=cfg.int8,
         fp16=cfg.fp16,
         min_agreement=cfg.min_agreement,
         calibration_method=cfg.calibration_method,

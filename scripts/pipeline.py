@@ -1,4 +1,5 @@
-"""The main job: collect -> train the reward model -> PPO with the learned reward -> report.
+"""The main job: collect -> train the reward model -> export it -> PPO with the learned reward
+-> report.
 
 python scripts/pipeline.py                 # CPU preset (2 cores, no GPU)
 python scripts/pipeline.py preset=gpu      # the seed's scale

@@ -1,8 +1,9 @@
-"""Read TorchRL CSV-logger scalars back, plot curves, save figures atomically as PNG."""
+"""Read TorchRL logger scalars back (CSV or TensorBoard), plot curves, save PNGs atomically."""
 
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ from matplotlib.figure import Figure
 from torchrl_reward.utils import atomic_write
 
 Series = tuple[list[float], list[float]]
+_EVENTS = "events.out.tfevents.*"
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
@@ -23,13 +25,25 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
 
 
 def read_scalar(log_dir: str | os.PathLike, name: str) -> Series:
-    """Steps and values of scalar ``name`` (e.g. ``"env/success_once"``) from a CSV logger dir.
+    """Steps and values of scalar ``name`` (e.g. ``"env/success_once"``) a TorchRL logger wrote.
 
-    ``log_dir`` is the logger's experiment folder, the one holding ``scalars/``.
+    ``log_dir`` is the logger's experiment folder: the CSV logger's (holding ``scalars/``) or
+    the TensorBoard logger's (holding ``events.out.tfevents.*``), so reports work with either
+    ``logger.backend``. Raises ``FileNotFoundError`` when ``name`` was not logged there.
     """
-    path = Path(log_dir) / "scalars" / f"{name}.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"No scalar {name!r} logged under {log_dir} ({path} is missing).")
+    log_dir = Path(log_dir)
+    path = log_dir / "scalars" / f"{name}.csv"
+    if path.is_file():
+        return _read_csv(path)
+    if any(log_dir.glob(_EVENTS)):
+        return _read_tensorboard(log_dir, name)
+    raise FileNotFoundError(
+        f"No scalar {name!r} logged under {log_dir}: neither {path} nor TensorBoard event "
+        "files are there (logger.backend csv or tensorboard writes them)."
+    )
+
+
+def _read_csv(path: Path) -> Series:
     steps, values = [], []
     with path.open() as f:
         for row in csv.reader(f):
@@ -37,6 +51,18 @@ def read_scalar(log_dir: str | os.PathLike, name: str) -> Series:
                 steps.append(float(row[0]))
                 values.append(float(row[1]))
     return steps, values
+
+
+def _read_tensorboard(log_dir: Path, name: str) -> Series:
+    # Imported here: tensorboard is optional, and needed only where it wrote the logs.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})  # 0: keep every point
+    events.Reload()
+    if name not in events.Tags()["scalars"]:
+        raise FileNotFoundError(f"No scalar {name!r} in the TensorBoard events under {log_dir}.")
+    scalars = events.Scalars(name)
+    return [float(e.step) for e in scalars], [e.value for e in scalars]
 
 
 def plot_curves(
@@ -48,7 +74,10 @@ def plot_curves(
     ylabel: str = "",
     smooth: int = 1,
 ) -> Path:
-    """One line per labelled series, optionally smoothed by a trailing moving average."""
+    """One line per labelled series, optionally smoothed by a trailing moving average.
+
+    NaN points (undefined ratios) are gaps, and left out of the smoothing windows.
+    """
     fig = Figure(figsize=(6, 3.5))
     ax = fig.add_subplot()
     for label, (x, y) in series.items():
@@ -61,10 +90,10 @@ def plot_curves(
 
 
 def _moving_average(values: Sequence[float], window: int) -> list[float]:
-    out, total = [], 0.0
-    for i, v in enumerate(values):
-        total += v
-        if i >= window:
-            total -= values[i - window]
-        out.append(total / min(i + 1, window))
+    """Trailing mean of up to ``window`` points; NaNs (undefined ratios) are skipped, not summed
+    (a running sum would turn every later point NaN), and a window of only NaN stays NaN."""
+    out = []
+    for i in range(len(values)):
+        kept = [v for v in values[max(0, i - window + 1) : i + 1] if not math.isnan(v)]
+        out.append(sum(kept) / len(kept) if kept else math.nan)
     return out

@@ -1,6 +1,8 @@
-"""Reward inference, end to end (uint8 frames in, probabilities out), against the seed's pipeline.
+"""Reward inference, end to end (uint8 frames in, probabilities out), against the seed's pipeline,
+and the path around the network inside ``RewardTransform``.
 
     pytest --benchmark-only -s tests/benchmarks/test_inference_benchmark.py
+    pytest --benchmark-only -s tests/benchmarks/test_inference_benchmark.py -k "path or per_call"
 
 All backends score the same 256-frame uint8 chunk at 128 px, rendered from PickCube-v1 (real
 frames, not noise). The reference is the seed system's pipeline: torch ops
@@ -29,9 +31,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensordict import TensorDict
 
 from torchrl_reward.envs import ManiSkillEnv
 from torchrl_reward.inference import (
+    FrameScorer,
     OnnxBackend,
     RewardBackend,
     TensorRTBackend,
@@ -41,6 +45,8 @@ from torchrl_reward.inference import (
     tensorrt_unavailable_reason,
 )
 from torchrl_reward.models import ResNetRewardModel
+from torchrl_reward.models.resnet import preprocess_frames
+from torchrl_reward.transforms import RewardTransform
 
 SIZE = 128
 CHUNK = 256
@@ -59,6 +65,9 @@ class Workload:
     reference_probs: torch.Tensor
     export_dir: Path
     rows: list
+    path_rows: list = dataclasses.field(default_factory=list)
+    call_rows: list = dataclasses.field(default_factory=list)
+    transforms: dict = dataclasses.field(default_factory=dict)
 
 
 def reference_pipeline(model: ResNetRewardModel, images: torch.Tensor) -> torch.Tensor:
@@ -146,12 +155,21 @@ def workload(tmp_path_factory, pytestconfig) -> Workload:
     yield work
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
-        print(f"\n\nreward inference, {CHUNK} uint8 frames of {SIZE} px, best of {ROUNDS} rounds")
-        print("(speed-up: best times of the reference and the backend timed alternately;")
-        print(" GPU rows against the reference on the same GPU)")
-        print(f"{'pipeline':22s} {'ms':>8s} {'frames/s':>9s} {'speed-up':>9s} {'agreement':>10s}")
-        for name, ms, speedup, agree in work.rows:
-            print(f"{name:22s} {ms:8.1f} {CHUNK / ms * 1e3:9.0f} {speedup:8.2f}x {agree:10.4f}")
+        if work.rows:
+            _print_backend_rows(work.rows)
+        if work.path_rows:
+            _print_path_rows(work.path_rows)
+        if work.call_rows:
+            _print_call_rows(work.call_rows)
+
+
+def _print_backend_rows(rows: list) -> None:
+    print(f"\n\nreward inference, {CHUNK} uint8 frames of {SIZE} px, best of {ROUNDS} rounds")
+    print("(speed-up: best times of the reference and the backend timed alternately;")
+    print(" GPU rows against the reference on the same GPU)")
+    print(f"{'pipeline':22s} {'ms':>8s} {'frames/s':>9s} {'speed-up':>9s} {'agreement':>10s}")
+    for name, ms, speedup, agree in rows:
+        print(f"{name:22s} {ms:8.1f} {CHUNK / ms * 1e3:9.0f} {speedup:8.2f}x {agree:10.4f}")
 
 
 def _cpu_reference(work: Workload) -> Callable[[], torch.Tensor]:
@@ -270,3 +288,170 @@ def test_backend_end_to_end(benchmark, workload, name):
     on_gpu = backend.device.type == "cuda"
     reference = _cuda_reference(workload) if on_gpu else None
     _report(benchmark, workload, name, probs, run, reference)
+
+
+GPU_FAST = CUDA_TORCH_VARIANTS["torch-cuda-fp16-compile-graph"]
+
+# The path around the network (issue #17): RewardTransform relabelling a rollout tensordict,
+# against its own backend scoring frames already on its device. Variants: (backend, device,
+# backend options, where the rollout lives).
+PATH_VARIANTS = {
+    "cpu-torch": ("torch", "cpu", {}, "cpu"),
+    "cpu-onnxruntime-int8": ("onnxruntime", "cpu", {}, "cpu"),
+    "cuda-fp16-compile-graph": ("torch", "cuda", GPU_FAST, "cpu"),
+    "cuda-fp16-compile-graph-pinned": ("torch", "cuda", GPU_FAST, "pinned"),
+    "cuda-fp16-compile-graph-resident": ("torch", "cuda", GPU_FAST, "cuda"),
+}
+PATH_ROUNDS = 3
+
+
+def _transform(work: Workload, name: str) -> RewardTransform:
+    """The variant's RewardTransform, built once per run (a compiled GPU backend takes ~1 min)."""
+    backend, device, options, _ = PATH_VARIANTS[name]
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    key = (backend, device)
+    if key not in work.transforms:
+        work.transforms[key] = RewardTransform(
+            model=work.model,
+            device=device,
+            strict=True,
+            backend=backend,
+            export_dir=work.export_dir,
+            backend_kwargs=options,
+            chunk_size=CHUNK,
+        )
+    transform = work.transforms[key]
+    if backend == "onnxruntime" and transform.backend.name != "onnxruntime-int8":
+        pytest.skip(f"the int8 export failed its parity check ({transform.backend.name} chosen)")
+    return transform
+
+
+def _rollout(frames: torch.Tensor, where: str, nested: bool = True) -> TensorDict:
+    """A batch as the collector gives it (post-step entries under ``"next"``), or, with
+    ``nested=False``, one step's ``next`` tensordict as an env hands it to the transform."""
+    n = frames.shape[0]
+    step = {
+        "pixels": frames,
+        "reward": torch.zeros(n, 1),
+        "done": torch.zeros(n, 1, dtype=torch.bool),
+    }
+    data = TensorDict({"next": step} if nested else step, batch_size=[n])
+    if where == "pinned":
+        return data.pin_memory()
+    return data.to(where)
+
+
+def _timed(device: torch.device, fn: Callable[[], object]) -> Callable[[], object]:
+    def run() -> object:
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return out
+
+    return run
+
+
+def _best_ms(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Best milliseconds of each function, timed in turn each round so load drifts cancel."""
+    for fn in fns.values():
+        fn()  # warm-up
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: seconds * 1e3 for name, seconds in best.items()}
+
+
+def _preprocess_fn(backend: RewardBackend, frames: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """The backend's own preprocessing of ``frames`` (on its device), alone."""
+    if isinstance(backend, TorchBackend):
+        dtype = torch.float16 if backend.amp_dtype is torch.float16 else torch.float32
+        return lambda: backend.model.preprocess(
+            frames, dtype=dtype, channels_last=backend.channels_last
+        )
+    meta = backend.metadata
+    return lambda: preprocess_frames(
+        frames, backend.num_views, meta["mean"], meta["std"], channels_last=False
+    )
+
+
+@pytest.mark.parametrize("name", list(PATH_VARIANTS))
+def test_reward_path_breakdown(benchmark, workload, name):
+    """Where the time of relabelling 256 frames goes: copy to the reward device,
+    preprocessing, network, and the rest (checks, write-back into the tensordict)."""
+    transform = _transform(workload, name)
+    backend, device = transform.backend, transform.reward_device
+    where = PATH_VARIANTS[name][3]
+    data = _rollout(workload.chunk, where)
+    on_device = workload.chunk.to(device)
+    scorer = FrameScorer(backend)
+    run = _timed(device, lambda: transform(data.clone(False)))
+    benchmark.pedantic(run, rounds=PATH_ROUNDS, warmup_rounds=1)
+    host = data["next", "pixels"]
+    fns = {
+        "transform": run,
+        "backend": _timed(device, lambda: backend(on_device)),
+        "preprocess": _timed(device, _preprocess_fn(backend, on_device)),
+    }
+    if host.device != device:
+        fns["copy"] = _timed(device, lambda: scorer.to_device(host, slice(0, CHUNK)))
+    ms = _best_ms(fns, PATH_ROUNDS)
+    copy_ms = ms.get("copy", 0.0)
+    phases = {
+        "copy": copy_ms,
+        "preprocess": ms["preprocess"],
+        "network": ms["backend"] - ms["preprocess"],
+        "rest": ms["transform"] - copy_ms - ms["backend"],
+    }
+    ratio = ms["transform"] / ms["backend"]
+    benchmark.extra_info.update(
+        {"frames": CHUNK, "transform_ms": ms["transform"], "backend_ms": ms["backend"]}
+    )
+    benchmark.extra_info.update({f"{k}_ms": v for k, v in phases.items()})
+    workload.path_rows.append((name, ms["transform"], ms["backend"], ratio, phases))
+
+
+def _print_path_rows(rows: list) -> None:
+    print(f"\n\nRewardTransform on {CHUNK} frames of {SIZE} px vs its bare backend, best of ")
+    print(f"{PATH_ROUNDS} interleaved rounds; phases in ms (network = backend - preprocess,")
+    print("rest = transform - copy - backend: checks and write-back)")
+    head = f"{'variant':34s} {'transform':>9s} {'backend':>8s} {'ratio':>6s}"
+    print(f"{head} {'copy':>7s} {'preproc':>8s} {'network':>8s} {'rest':>7s}")
+    for name, total, bare, ratio, phases in rows:
+        line = f"{name:34s} {total:9.2f} {bare:8.2f} {ratio:6.3f}"
+        print(
+            line + "".join(f" {phases[k]:7.2f}" for k in ("copy", "preprocess", "network", "rest"))
+        )
+
+
+@pytest.mark.parametrize("batch", [1, 4, 256])
+@pytest.mark.parametrize("name", ["cpu-torch", "cpu-onnxruntime-int8", "cuda-fp16-compile-graph"])
+def test_per_call_overhead(benchmark, workload, name, batch):
+    """Per-step use in a TransformedEnv: one frame per env and step, from a CPU env. The
+    transform's cost per call over its bare backend's on frames already on its device."""
+    transform = _transform(workload, name)
+    backend, device = transform.backend, transform.reward_device
+    frames = workload.chunk[:batch]
+    step = _rollout(frames, "cpu", nested=False)
+    on_device = frames.to(device)
+    run = _timed(device, lambda: transform(step.clone(False)))
+    rounds = PATH_ROUNDS if batch == CHUNK else 20
+    benchmark.pedantic(run, rounds=rounds, warmup_rounds=1)
+    ms = _best_ms({"transform": run, "backend": _timed(device, lambda: backend(on_device))}, rounds)
+    overhead = ms["transform"] - ms["backend"]
+    benchmark.extra_info.update(
+        {"batch": batch, "overhead_ms": overhead, "transform_ms": ms["transform"]}
+    )
+    workload.call_rows.append((name, batch, ms["transform"], ms["backend"], overhead))
+
+
+def _print_call_rows(rows: list) -> None:
+    print("\n\nper call (a CPU env's step tensordict), best of interleaved rounds, ms")
+    head = f"{'variant':26s} {'batch':>5s} {'transform':>9s} {'backend':>8s}"
+    print(f"{head} {'overhead':>8s} {'ratio':>6s}")
+    for name, batch, total, bare, overhead in rows:
+        line = f"{name:26s} {batch:5d} {total:9.3f} {bare:8.3f}"
+        print(f"{line} {overhead:8.3f} {total / bare:6.3f}")

@@ -118,6 +118,32 @@ def test_render_frames_done_renders_only_final_frames(pixel_env):
     torch.testing.assert_close(frames[3], dense["next", "pixels"][0, 3])
 
 
+def test_render_window_renders_the_last_steps_of_each_episode():
+    env = ManiSkillEnv(
+        "PickCube-v1",
+        pixels=True,
+        render_frames="done",
+        render_window=3,
+        image_size=32,
+        max_episode_steps=5,
+        ignore_terminations=True,
+    )
+    try:
+        td = env.rollout(10, break_when_any_done=False)
+    finally:
+        env.close()
+    rendered = td["next", "rendered"].reshape(-1)
+    assert rendered.tolist() == [False, False, True, True, True] * 2
+    # Exactly the marked frames are real; the others are black.
+    lit = td["next", "pixels"].reshape(10, -1).amax(-1) > 0
+    assert torch.equal(lit, rendered)
+
+
+def test_render_window_needs_at_least_one_step():
+    with pytest.raises(ValueError, match="render_window"):
+        ManiSkillEnv("PickCube-v1", pixels=True, render_frames="done", render_window=0)
+
+
 def test_seeding_is_reproducible():
     def rollout():
         env = ManiSkillEnv("PickCube-v1", max_episode_steps=10)

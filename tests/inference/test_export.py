@@ -21,7 +21,9 @@ from torchrl_reward.inference import (
     load_validation_proprio,
     read_onnx_metadata,
 )
+from torchrl_reward.inference.export import export_from_episodes
 from torchrl_reward.models import ResNetRewardModel
+from torchrl_reward.training import train_reward_model
 
 
 def test_writes_files_and_manifest(model, frames, export_dir):
@@ -132,6 +134,35 @@ def test_export_script(model, frames, tmp_path):
     manifest = load_manifest(tmp_path / "reward_export", model)
     assert manifest["validation_frames"] == 24
     assert set(manifest["backends"]) == {"torch", "onnxruntime-fp32"}
+
+
+def test_exports_the_views_the_model_was_trained_on(frames, tmp_path):
+    """A model trained on view 0 of two-view episodes exports from those same episode files."""
+    side = frames.flip(2)  # a second view, mirrored
+    _write_episodes(tmp_path / "episodes", torch.cat([frames, side], dim=2))  # [48, 32, 64, 3]
+    trained = train_reward_model(
+        {
+            "data_path": str(tmp_path / "episodes"),
+            "save_dir": str(tmp_path / "model"),
+            "views": [0],
+            "epochs": 1,
+            "samples_per_epoch": 16,
+            "micro_batch_size": 8,
+            "global_batch_size": 8,
+            "plots": False,
+            "progress": False,
+            "device": "cpu",
+        }
+    )
+    model = ResNetRewardModel.load(trained.best_path)
+    assert model.frame_shape == (32, 32, 3)
+    manifest = export_from_episodes(
+        model, tmp_path / "export", tmp_path / "episodes", int8=False, fp16=False, chunk_size=16
+    )
+    assert manifest["backends"]["onnxruntime-fp32"]["passed"]
+    parity_frames = load_validation_frames(tmp_path / "export")
+    assert parity_frames.shape == (24, 32, 32, 3)
+    assert {bytes(f.numpy()) for f in parity_frames} <= {bytes(f.numpy()) for f in frames}
 
 
 def test_two_view_proprio_model_exports_quantises_and_passes_parity(tmp_path):

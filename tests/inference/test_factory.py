@@ -1,6 +1,9 @@
 """make_backend: explicit choices, 'auto', and the errors for unusable backends."""
 
+import json
 import logging
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,17 +30,50 @@ def test_auto_without_export_is_torch_and_logged(model, caplog):
     assert "reward backend torch on cpu" in caplog.text and "no export_dir" in caplog.text
 
 
-def test_onnxruntime_uses_the_fastest_passing_export(model, frames, export_dir):
-    backend = make_backend(model, "onnxruntime", device="cpu", export_dir=export_dir)
-    assert isinstance(backend, OnnxBackend)
-    assert backend.name in ("onnxruntime-fp32", "onnxruntime-int8")
+def _with_timings(export_dir: Path, out: Path, **entries: float | None) -> Path:
+    """A copy of the real export with set timings: ``name=ms`` passed parity, ``None`` failed."""
+    shutil.copytree(export_dir, out)
+    manifest = json.loads((out / "export.json").read_text())
+    for name, ms in entries.items():
+        entry = manifest["backends"][name.replace("_", "-")]
+        entry.update(ms_per_chunk=ms, passed=ms is not None)
+    (out / "export.json").write_text(json.dumps(manifest))
+    return out
 
 
-def test_auto_on_cpu_picks_by_export_timings(model, export_dir, caplog):
+@pytest.mark.parametrize(
+    ("fp32_ms", "int8_ms", "expected"),
+    [
+        (5.0, 50.0, "onnxruntime-fp32"),
+        (50.0, 5.0, "onnxruntime-int8"),
+        (50.0, None, "onnxruntime-fp32"),  # int8 failed parity: the fastest that passed
+    ],
+)
+def test_onnxruntime_uses_the_fastest_passing_export(
+    model, export_dir, tmp_path, fp32_ms, int8_ms, expected
+):
+    export = _with_timings(
+        export_dir, tmp_path / "export", onnxruntime_fp32=fp32_ms, onnxruntime_int8=int8_ms
+    )
+    backend = make_backend(model, "onnxruntime", device="cpu", export_dir=export)
+    assert isinstance(backend, OnnxBackend) and backend.name == expected
+
+
+@pytest.mark.parametrize(("torch_ms", "expected"), [(1.0, "torch"), (500.0, "onnxruntime-fp32")])
+def test_auto_on_cpu_picks_by_export_timings(
+    model, export_dir, tmp_path, caplog, torch_ms, expected
+):
+    export = _with_timings(
+        export_dir,
+        tmp_path / "export",
+        torch=torch_ms,
+        onnxruntime_fp32=100.0,
+        onnxruntime_int8=200.0,
+    )
     with caplog.at_level(logging.INFO, logger="torchrl_reward.inference.factory"):
-        backend = make_backend(model, "auto", device="cpu", export_dir=export_dir)
-    assert backend.name in ("torch", "onnxruntime-fp32", "onnxruntime-int8")
-    assert "export timings" in caplog.text
+        backend = make_backend(model, "auto", device="cpu", export_dir=export)
+    assert backend.name == expected
+    assert "export timings: onnxruntime-fp32 100 ms, torch" in caplog.text
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "tensorrt"])

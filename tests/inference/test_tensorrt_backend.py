@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from torchrl_reward.inference import (
+    FrameScorer,
     TensorRTBackend,
     TorchBackend,
     check_parity,
@@ -29,6 +30,10 @@ def test_engine_matches_torch_and_pads_short_chunks(model, export_dir, tmp_path)
     short = backend(frames[:5].cuda())
     assert short.shape == (5,) and short.device.type == "cuda"
     torch.testing.assert_close(short.cpu(), model.predict_proba(frames[:5]), atol=1e-2, rtol=0)
+    # Host frames scored through the engine's own input buffer give the same probabilities.
+    scorer = FrameScorer(backend)
+    assert scorer.to_device(frames, slice(0, 5)).data_ptr() == backend.input_buffer(5).data_ptr()
+    torch.testing.assert_close(scorer(frames[:5]), short, atol=1e-3, rtol=0)
     # A second backend loads the cached engine instead of building it.
     mtime = backend.engine_path.stat().st_mtime_ns
     TensorRTBackend(onnx_path, "cuda", chunk_size=16, cache_dir=tmp_path)

@@ -10,6 +10,7 @@ from torchrl_reward.models import (
     ResNetRewardModel,
     imagenet_weights_path,
 )
+from torchrl_reward.models.resnet import preprocess_frames
 
 
 def _images(n: int = 4, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -33,6 +34,19 @@ def test_preprocess_normalises_once_and_is_channels_last(model):
     assert x.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_preprocess_frames_is_the_one_preprocessing(model):
+    """The backends' layouts and dtypes come from the same pass as the model's input."""
+    images = _images()
+    x = model.preprocess(images)
+    nchw = preprocess_frames(images, 1, model.mean, model.std, channels_last=False)
+    assert nchw.is_contiguous() and torch.equal(nchw, x)
+    half = model.preprocess(images, dtype=torch.float16)
+    assert half.dtype == torch.float16 and half.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(half.float(), x, atol=1e-2, rtol=1e-3)
+    tiled = preprocess_frames(torch.cat([images, images.flip(0)], 2), 2, model.mean, model.std)
+    assert torch.equal(tiled[0::2], x) and torch.equal(tiled[1::2], x.flip(0))
+
+
 def test_preprocess_resizes_to_image_size(model):
     x = model.preprocess(_images(size=48))
     assert x.shape == (4, 3, 32, 32)
@@ -53,6 +67,10 @@ def test_predict_proba_and_predict(model):
     assert probs.shape == (5,) and not probs.requires_grad
     assert ((probs >= 0) & (probs <= 1)).all()
     torch.testing.assert_close(model.predict_proba(images, chunk_size=2), probs)
+    with pytest.raises(ValueError, match="chunk_size must be >= 1 or None, got 0"):
+        model.predict_proba(images, chunk_size=0)
+    with pytest.raises(ValueError, match="no pixels"):  # an empty batch is refused, chunked or not
+        model.predict_proba(images[:0], chunk_size=2)
     torch.testing.assert_close(probs, torch.sigmoid(model(images)).detach())
     model.threshold = float(probs.median())
     assert torch.equal(model.predict(images), probs >= model.threshold)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from statistics import mean
 
 import pytest
@@ -9,6 +10,8 @@ import torch
 
 from torchrl_reward.config import load_config
 from torchrl_reward.data import list_episode_files
+from torchrl_reward.inference import make_backend
+from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.pipeline import StageError, run_pipeline
 from torchrl_reward.pipeline.report import classifier_verdict
 from torchrl_reward.ppo.checkpoint import checkpoint_path
@@ -35,6 +38,8 @@ def test_report_and_every_artefact_exist(tiny_run):
         "reward_model/reward_model_best.pt",
         "reward_model/curves.png",
         "reward_model/roc.png",
+        "reward_export/export.json",
+        "reward_export/reward_fp32.onnx",
         "ppo/checkpoints/ppo_last.pt",
     ):
         assert (run_dir / name).is_file(), name
@@ -53,16 +58,39 @@ def test_report_figures_match_the_logs_and_files(tiny_run):
     assert counts["failure"] >= cfg.collect.target_failure
     report = (run_dir / "report.md").read_text()
     assert f"success: {counts['success']}, failure: {counts['failure']}" in report
-    fpr = [v for v in read_scalar(run_dir / "ppo" / "logs", "reward_model/fpr")[1]]
-    fpr = [v for v in fpr if not math.isnan(v)]
-    expected = f"{mean(fpr):.3f}" if fpr else "n/a"
-    assert f"| online agreement fpr (mean over iterations) | {expected} |" in report
+    assert _agreement_fpr_row(run_dir) in report
     threshold = state["stages"]["train"]["threshold"]
     assert f"{threshold:.3f}" in report
     metrics = state["stages"]["train"]["metrics"]
     label = cfg.train.get("frame_label", "success")
     verdict = classifier_verdict(metrics, label, proprio=bool(cfg.train.model.proprio))
     assert verdict in report  # the verdict in words, at the top
+
+
+def test_ppo_scores_with_the_backend_auto_picks_from_the_export(tiny_run):
+    """The export stage's folder is PPO's export_dir, and the report names the backend used."""
+    run_dir, _ = tiny_run
+    stages = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+    export_dir = stages["export"]["export_dir"]
+    ppo = torch.load(checkpoint_path(run_dir / "ppo"), weights_only=False)
+    assert ppo["config"]["reward"]["export_dir"] == export_dir
+    model = ResNetRewardModel.load(stages["train"]["checkpoint"])
+    expected = make_backend(model, "auto", device="cpu", export_dir=export_dir).name
+    assert stages["ppo"]["reward_backend"] == expected
+    report = (run_dir / "report.md").read_text()
+    assert f"| reward backend | {expected} |" in report
+    for name in ("onnxruntime-fp32", "onnxruntime-int8"):  # both checked, at 3 decimals
+        entry = stages["export"]["backends"][name]
+        verdict = "passed" if entry["passed"] else "rejected"
+        assert f"{name} {entry['agreement']:.3f} {verdict}" in report
+
+
+def _agreement_fpr_row(run_dir) -> str:
+    """The report's online FPR row, as the PPO stage's logs say it should read."""
+    fpr = read_scalar(run_dir / "ppo" / "logs", "reward_model/fpr")[1]
+    fpr = [v for v in fpr if not math.isnan(v)]  # undefined (no true negatives) is NaN
+    expected = f"{mean(fpr):.3f}" if fpr else "n/a"
+    return f"| online agreement fpr (mean over iterations) | {expected} |"
 
 
 def test_verdict_says_whether_the_classifier_can_serve_as_a_reward():
@@ -80,12 +108,24 @@ def test_rerun_reuses_finished_stages(tiny_run, capsys):
     before = (run_dir / "reward_model" / "reward_model_best.pt").stat().st_mtime
     run_pipeline(cfg)
     out = capsys.readouterr().out
-    assert out.count("reused") == 4
+    assert out.count("reused") == 5
     assert (run_dir / "reward_model" / "reward_model_best.pt").stat().st_mtime == before
+    # Stopped after the export wrote its manifest, before the stage was marked done: kept.
+    manifest = run_dir / "reward_export" / "export.json"
+    exported = manifest.stat().st_mtime
+    state = json.loads((run_dir / "pipeline.json").read_text())
+    del state["stages"]["export"]
+    (run_dir / "pipeline.json").write_text(json.dumps(state))
+    run_pipeline(cfg)
+    assert manifest.stat().st_mtime == exported
+    assert json.loads((run_dir / "pipeline.json").read_text())["stages"]["export"]["complete"]
 
 
-def test_collects_while_the_kept_policy_trains(tmp_path):
-    """The CPU preset's path: PPO from the policy kept in the repo records the episodes."""
+def test_collects_while_the_kept_policy_trains(tmp_path, capsys):
+    """The CPU preset's path: PPO from the policy kept in the repo records the episodes, its
+    progress bar counting episodes toward the targets. The learned-reward run logs to
+    TensorBoard here, and the report reads it as it reads the CSV logger. With the export off,
+    PPO scores with torch."""
     cfg = load_config(
         "pipeline",
         [
@@ -93,9 +133,17 @@ def test_collects_while_the_kept_policy_trains(tmp_path):
             f"run_dir={tmp_path}",
             "collect.policy=ppo",
             "ppo_init=kept_bc",
+            "export.enabled=false",
         ],
     )
+    cfg.ppo_overrides.append("logger.backend=tensorboard")
     run_pipeline(cfg)
+    bars = capsys.readouterr().err
+    assert re.search(r"\| 4/4 \[", bars)  # 2 + 2 episodes, not frames
+    assert not (tmp_path / "ppo" / "logs" / "scalars").exists()
+    report = (tmp_path / "report.md").read_text()
+    assert _agreement_fpr_row(tmp_path) in report
+    assert "| reward backend | torch |" in report and not (tmp_path / "reward_export").exists()
     state = json.loads((tmp_path / "pipeline.json").read_text())
     counts = state["stages"]["collect"]["counts"]
     assert counts["success"] >= 2 and counts["failure"] >= 2

@@ -16,6 +16,9 @@ from torchrl_reward.ppo.trainer import (
 
 pytestmark = pytest.mark.slow
 
+LOGIT = 2.0
+P_SUCCESS = torch.sigmoid(torch.tensor(LOGIT)).item()  # 0.88, far from any dense reward mean
+
 SMALL = [
     "env.num_envs=2",
     "env.max_episode_steps=10",
@@ -28,6 +31,15 @@ SMALL = [
     "runner.save_interval=1",
     "runner.progress=false",
 ]
+
+
+def _constant_reward_model(path):
+    """A real reward model scoring every frame ``P_SUCCESS``: its rewards are recognisable."""
+    model = ResNetRewardModel(image_size=64)
+    with torch.no_grad():
+        model.head[-1].weight.zero_()
+        model.head[-1].bias.fill_(LOGIT)
+    return model.save(path)
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +57,10 @@ def test_two_iterations_write_logs_and_checkpoint(first_run):
         rows = (scalars / f"{name}.csv").read_text().strip().splitlines()
         assert len(rows) >= 1, name
     assert (scalars / "env/success_once.csv").exists()
+    # Phases are timed per iteration, and only those that ran are logged: eval on the 2nd.
+    assert len((scalars / "time/collecting.csv").read_text().splitlines()) == 2
+    assert len((scalars / "time/eval.csv").read_text().splitlines()) == 1
+    assert "time/reward_share" not in metrics
     state = torch.load(checkpoint_path(run_dir), weights_only=False)
     assert state["collected_frames"] == 40 and state["iteration"] == 2
     assert "eval/success_once" in metrics
@@ -140,7 +156,7 @@ def test_resume_from_missing_checkpoint_says_where(tmp_path):
 
 def test_learned_reward_run_logs_model_rewards_and_agreement(tmp_path):
     """``reward=resnet``: the model's rewards replace the env's, with timing and agreement."""
-    model_path = ResNetRewardModel(image_size=64).save(tmp_path / "reward.pt")
+    model_path = _constant_reward_model(tmp_path / "reward.pt")
     cfg = load_config(
         "ppo",
         [
@@ -154,7 +170,9 @@ def test_learned_reward_run_logs_model_rewards_and_agreement(tmp_path):
         ],
     )
     metrics = train_ppo(cfg, tmp_path / "run")
-    assert 0.0 <= metrics["rollout/rewards"] <= 1.0  # probabilities, not the dense reward
+    assert metrics["rollout/rewards"] == pytest.approx(P_SUCCESS, abs=1e-6)  # not the env's
+    # Episode returns are of the reward PPO optimises: 10 steps of the model's reward.
+    assert metrics["env/episode_return"] == pytest.approx(10 * P_SUCCESS, abs=1e-5)
     assert metrics["time/compute_model_rewards"] > 0.0  # seconds, as every time/* entry
     assert 0.0 < metrics["time/reward_share"] < 1.0
     for key in ("precision", "recall", "fpr", "accuracy"):
@@ -163,8 +181,9 @@ def test_learned_reward_run_logs_model_rewards_and_agreement(tmp_path):
     assert len(rows) == 2
 
 
-def test_terminal_only_learned_reward_renders_and_pays_only_final_frames(tmp_path):
-    model_path = ResNetRewardModel(image_size=64).save(tmp_path / "reward.pt")
+@pytest.mark.parametrize("final_steps", [1, 3])
+def test_terminal_only_learned_reward_renders_and_pays_only_final_frames(tmp_path, final_steps):
+    model_path = _constant_reward_model(tmp_path / "reward.pt")
     overrides = [
         *SMALL,
         "ppo.total_frames=20",
@@ -174,15 +193,38 @@ def test_terminal_only_learned_reward_renders_and_pays_only_final_frames(tmp_pat
         f"reward.resnet.checkpoint_path={model_path}",
         "reward.device=cpu",
         "reward.terminal_only=true",
+        f"reward.final_steps={final_steps}",
     ]
     cfg = load_config("ppo", overrides)
-    assert _render_frames(cfg, make_reward_transform(cfg.reward)) == "done"
+    transform = make_reward_transform(cfg.reward)
+    assert _render_frames(cfg, transform) == {
+        "render_frames": "done",
+        "render_window": final_steps,
+    }
     recording = load_config("ppo", [*overrides, "collect.enabled=true"])
-    assert _render_frames(recording, make_reward_transform(cfg.reward)) == "all"
+    assert _render_frames(recording, transform) == {"render_frames": "all"}
     metrics = train_ppo(cfg, tmp_path / "run")
-    # 2 envs x 10 steps, one episode end each: 2 of 20 frames carry a reward.
-    assert 0.0 < metrics["rollout/rewards"] <= 2 / 20
+    # 2 envs x 10 steps, one episode each: the last final_steps frames carry the model's reward.
+    assert metrics["rollout/rewards"] == pytest.approx(2 * final_steps / 20 * P_SUCCESS, abs=1e-6)
     assert "reward_model/fpr" in metrics
+
+
+def test_final_steps_needs_terminal_only_and_no_recording(tmp_path):
+    model_path = _constant_reward_model(tmp_path / "reward.pt")
+    overrides = [
+        *SMALL,
+        "reward=resnet",
+        f"reward.resnet.checkpoint_path={model_path}",
+        "reward.device=cpu",
+        "reward.final_steps=3",
+    ]
+    with pytest.raises(ValueError, match="terminal_only"):
+        make_reward_transform(load_config("ppo", overrides).reward)
+    recording = load_config(
+        "ppo", [*overrides, "reward.terminal_only=true", "collect.enabled=true"]
+    )
+    with pytest.raises(ValueError, match="record in a run of its own"):
+        train_ppo(recording, tmp_path / "run")
 
 
 def test_learned_reward_without_checkpoint_says_how(tmp_path):

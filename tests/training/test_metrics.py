@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from torchrl_reward.training import binary_metrics, roc_auc, roc_curve, threshold_at_fpr
+from torchrl_reward.training.metrics import confusion_metrics
 
 
 def _pairwise_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -26,6 +27,25 @@ def test_binary_metrics_counts():
     assert m["f1"] == pytest.approx(2 / 3)
     assert m["balanced_accuracy"] == pytest.approx(2 / 3)
     assert m["roc_auc"] == pytest.approx(_pairwise_auc(probs, labels))
+
+
+def test_undefined_ratios_are_nan_and_defined_ones_are_not():
+    no_calls = binary_metrics(torch.tensor([0.1, 0.2, 0.3]), torch.tensor([True, False, True]))
+    assert math.isnan(no_calls["precision"])  # nothing called a success
+    assert (no_calls["recall"], no_calls["f1"], no_calls["fpr"]) == (0.0, 0.0, 0.0)
+    only_negatives = confusion_metrics(torch.tensor([True, False]), torch.tensor([False, False]))
+    assert math.isnan(only_negatives["recall"]) and math.isnan(only_negatives["balanced_accuracy"])
+    assert only_negatives["fpr"] == 0.5 and only_negatives["f1"] == 0.0
+    empty = confusion_metrics(torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=torch.bool))
+    assert all(math.isnan(empty[k]) for k in ("accuracy", "precision", "recall", "fpr", "f1"))
+
+
+def test_confusion_metrics_ignore_shape_and_match_binary_metrics():
+    probs = torch.tensor([0.9, 0.8, 0.4, 0.7, 0.2, 0.1])
+    labels = torch.tensor([True, True, True, False, False, False])
+    from_probs = binary_metrics(probs, labels, 0.5)
+    from_calls = confusion_metrics((probs >= 0.5).view(3, 2, 1), labels.view(2, 3))
+    assert from_calls == {k: v for k, v in from_probs.items() if k != "roc_auc"}
 
 
 def test_roc_auc_matches_pairwise_definition_with_ties():
@@ -68,3 +88,5 @@ def test_threshold_needs_negatives_and_valid_target():
         threshold_at_fpr(torch.rand(5), torch.zeros(5, dtype=torch.bool), 1.0)
     with pytest.raises(ValueError, match="same number"):
         binary_metrics(torch.rand(5), torch.zeros(4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="got 5 and 4"):
+        confusion_metrics(torch.ones(5, dtype=torch.bool), torch.ones(4, dtype=torch.bool))

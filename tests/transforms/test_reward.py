@@ -16,6 +16,7 @@ from torchrl_reward.transforms import RewardTransform
 
 SIZE = 32  # the fixture model's image size
 needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU fallback")
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def make_frames(*batch: int, seed: int = 0) -> torch.Tensor:
@@ -103,6 +104,27 @@ def test_terminal_only_scores_final_frames(model):
     torch.testing.assert_close(out["next", "reward"][:, -1, 0], probs, atol=1e-5, rtol=0)
     assert (out["next", "reward"][:, :-1] == 0).all()
     assert (out["next", "model_success_prob"][:, :-1] == 0).all()
+
+
+def test_score_key_scores_only_marked_frames(model):
+    frames = make_frames(3, 5)
+    data = _rollout(frames)
+    scored = torch.zeros(3, 5, 1, dtype=torch.bool)
+    scored[:, -2:] = True  # e.g. ManiSkillEnv(render_window=2)'s "rendered"
+    data["next", "rendered"] = scored
+    t = RewardTransform(model=model, device="cpu", terminal_only=True, score_key="rendered")
+    out = t(data)
+    assert t.stats["frames"] == 6
+    probs = model.predict_proba(frames[:, -2:].reshape(-1, *frames.shape[-3:])).reshape(3, 2)
+    torch.testing.assert_close(out["next", "reward"][:, -2:, 0], probs, atol=1e-5, rtol=0)
+    assert (out["next", "reward"][:, :-2] == 0).all()
+    torch.testing.assert_close(t.scored_frames(out["next"]), scored)
+
+
+def test_missing_score_key_is_a_clear_error(model):
+    t = RewardTransform(model=model, device="cpu", score_key="rendered")
+    with pytest.raises(KeyError, match="rendered"):
+        t(_rollout(make_frames(2, 3)))
 
 
 def test_flat_batch_without_next_and_without_env_reward(model):
@@ -278,3 +300,81 @@ def test_frames_with_another_view_count_are_refused(model):
     assert transform.success_prob(torch.cat([make_frames(3)] * 2, dim=2)).shape == (3,)
     with pytest.raises(ValueError, match=r"checkpoint scores 32x64 \(2 views of 32x32"):
         transform.success_prob(make_frames(3))
+
+
+def _by_hand(backend, frames, chunk=256):
+    """The plain path: the backend on each chunk of the flat frames."""
+    flat = frames.reshape(-1, SIZE, SIZE, 3)
+    return torch.cat([backend(c.contiguous()) for c in flat.split(chunk)])
+
+
+@pytest.mark.parametrize("n", [255, 256, 257, 513])
+def test_chunk_boundaries_give_the_plain_path_rewards_bitwise(model, n):
+    frames = make_frames(n)
+    t = RewardTransform(model=model, device="cpu", chunk_size=256, output="binary", mode="add")
+    data = _rollout(frames.unsqueeze(0))  # one trajectory of n steps
+    env_reward = data["next", "reward"].clone()
+    out = t(data)
+    probs = _by_hand(t.backend, frames).reshape(1, n, 1)
+    assert torch.equal(out["next", "model_success_prob"], probs)
+    assert torch.equal(out["next", "reward"], env_reward + (probs >= t.threshold).float())
+    assert t.stats["chunks"] == -(-n // 256) and out["next", "reward"].device.type == "cpu"
+
+
+def test_terminal_only_and_proprio_across_chunk_boundaries():
+    torch.manual_seed(0)
+    model = ResNetRewardModel(image_size=SIZE, proprio={"qvel": 9}).eval()
+    t = RewardTransform(model=model, device="cpu", chunk_size=4, terminal_only=True)
+    frames, qvel = make_frames(3, 5), torch.randn(3, 5, 9)
+    data = _rollout(frames)
+    data["next", "done"][:, 1] = True  # 6 of 15 frames scored: two chunks of the picked frames
+    data["next", "qvel"] = qvel
+    out = t(data)
+    done = data["next", "done"].squeeze(-1)
+    picked = frames[done]
+    by_hand = torch.cat(
+        [t.backend(f, q) for f, q in zip(picked.split(4), qvel[done].split(4), strict=True)]
+    )
+    assert torch.equal(out["next", "model_success_prob"][done].squeeze(-1), by_hand)
+    assert (out["next", "reward"][~done] == 0).all() and t.stats["chunks"] == 2
+
+
+GPU_FAST = {"amp_dtype": "float16", "cuda_graph": True}
+
+
+@needs_gpu
+@pytest.mark.parametrize("pinned", [False, True])
+@pytest.mark.parametrize("n", [255, 257, 513])
+def test_cpu_rollout_on_a_gpu_reward_model(model, pinned, n):
+    frames = make_frames(n)
+    data = _rollout(frames.unsqueeze(0))
+    if pinned:
+        data = data.pin_memory()
+        assert data["next", "pixels"].is_pinned()
+    gpu = RewardTransform(model=model, device="cuda", backend="torch", backend_kwargs=GPU_FAST)
+    cpu = RewardTransform(model=model, device="cpu")
+    out = gpu(data.clone(False))  # shallow: the frames stay pinned
+    want = cpu(data.clone(False))
+    for key in ("reward", "model_success_prob", "env_reward"):
+        assert out["next", key].device.type == "cpu"
+        torch.testing.assert_close(out["next", key], want["next", key], atol=1e-2, rtol=0)
+    on_gpu = gpu(data.clone().to("cuda"))  # frames already on the GPU: rewards stay there
+    assert on_gpu["next", "reward"].device.type == "cuda"
+    torch.testing.assert_close(on_gpu["next", "reward"].cpu(), out["next", "reward"])
+
+
+@needs_gpu
+def test_terminal_only_and_proprio_on_a_gpu_reward_model():
+    torch.manual_seed(0)
+    model = ResNetRewardModel(image_size=SIZE, proprio={"qvel": 9}).eval()
+    data = _rollout(make_frames(3, 100))
+    data["next", "qvel"] = torch.randn(3, 100, 9)
+    data["next", "done"][:, ::7] = True
+    for kwargs in ({}, {"terminal_only": True}):
+        gpu = RewardTransform(model=model, device="cuda", backend_kwargs=GPU_FAST, **kwargs)
+        cpu = RewardTransform(model=model, device="cpu", **kwargs)
+        for source in (data, data.to("cuda")):
+            got = gpu(source.clone())["next", "reward"]
+            assert got.device == source.device
+            want = cpu(data.clone())["next", "reward"]
+            torch.testing.assert_close(got.cpu(), want, atol=1e-2, rtol=0)

@@ -1,8 +1,11 @@
-"""Pick a Vulkan driver SAPIEN can render with, before SAPIEN is imported.
+"""Pick a Vulkan driver SAPIEN can render with, before a ManiSkill env is built.
 
 Without an NVIDIA driver, ManiSkill renders through Mesa's lavapipe (CPU). It must be Mesa >= 24.3
-(``scripts/setup_system.sh`` installs it); selecting its ICD here means users never set
-``VK_ICD_FILENAMES`` themselves. A user's own setting always wins.
+(``scripts/setup_system.sh`` installs it); :class:`~torchrl_reward.envs.ManiSkillEnv` selects its
+ICD when it builds an env (in each ``ParallelEnv`` worker too), so users never set
+``VK_ICD_FILENAMES`` themselves and importing the package changes nothing. A user's own setting
+always wins; call :func:`select_vulkan_driver` before ``gym.make`` for an env built by hand
+and wrapped with :class:`~torchrl_reward.envs.ManiSkillWrapper`.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
+from torchrl_reward.envs._vulkan import select_vulkan_driver
+
 MAX_IMAGE_SIZE = 1024
 
 
@@ -138,6 +140,14 @@ def _resolve_backends(sim_backend: str, render_backend: str, num_envs: int) -> t
     return sim_backend, render_backend
 
 
+def _time_limit(env: Any) -> int | None:
+    """Episode length set by ManiSkill's ``TimeLimitWrapper`` (or gymnasium's spec), if any."""
+    limit = getattr(env, "_max_episode_steps", None)
+    if limit is None and env.spec is not None:
+        limit = env.spec.max_episode_steps
+    return limit
+
+
 class ManiSkillWrapper(EnvBase):
     """Wraps a built ManiSkill gym env (batched) as a TorchRL env.
 
@@ -151,6 +161,10 @@ class ManiSkillWrapper(EnvBase):
             the frames that end an episode and leaves the others black, for a reward that
             scores only final frames (``RewardTransform(terminal_only=True)``): rendering costs
             ~36 ms a frame on a CPU, ~20x a physics step. Defaults to ``"all"``.
+        render_window (int, optional): with ``render_frames="done"``, also render the frames of
+            the last ``render_window`` steps before the time limit (``1``: only the frames that
+            end an episode), for a reward that scores an episode's final steps. The bool key
+            ``"rendered"`` then marks the real frames. Defaults to ``1``.
         ignore_terminations (bool, optional): report ``terminated=False`` so episodes run on
             past success until truncation (more positive frames per success episode).
             Defaults to ``False``.
@@ -169,6 +183,7 @@ class ManiSkillWrapper(EnvBase):
         *,
         pixels: bool = False,
         render_frames: str = "all",
+        render_window: int = 1,
         ignore_terminations: bool = False,
         device: Any = None,
     ) -> None:
@@ -176,6 +191,8 @@ class ManiSkillWrapper(EnvBase):
             raise ValueError(
                 f"render_frames must be one of {RENDER_FRAMES}, got {render_frames!r}."
             )
+        if render_window < 1:
+            raise ValueError(f"render_window must be >= 1 steps, got {render_window}.")
         base = env.unwrapped
         sim_device = torch.device(str(base.device))
         super().__init__(
@@ -185,6 +202,12 @@ class ManiSkillWrapper(EnvBase):
         self._env = env
         self.pixels = pixels
         self.render_frames = render_frames
+        self.render_window = render_window
+        self._time_limit = _time_limit(env)
+        if render_window > 1 and self._time_limit is None:
+            raise ValueError(
+                "render_window > 1 needs the env's time limit (make it with max_episode_steps)."
+            )
         self.ignore_terminations = ignore_terminations
         if pixels and env.render_mode != "rgb_array":
             raise ValueError(
@@ -212,6 +235,8 @@ class ManiSkillWrapper(EnvBase):
             cameras = [c.camera for c in self.base_env.scene.human_render_cameras.values()]
             height, width = cameras[0].height, sum(c.width for c in cameras)
             observation["pixels"] = Bounded(0, 255, shape=(*n, height, width, 3), dtype=torch.uint8)
+            if self.render_frames == "done":
+                observation["rendered"] = Categorical(2, shape=(*n, 1), dtype=torch.bool)
         self.observation_spec = Composite(observation, shape=n)
         self.action_spec = Bounded(
             torch.as_tensor(act_space.low, dtype=torch.float32).expand(*n, -1),
@@ -248,16 +273,34 @@ class ManiSkillWrapper(EnvBase):
         for key in _INFO_KEYS:
             td.set(key, self._column(info.get(key, False), torch.bool))
         if self.pixels:
-            td.set("pixels", self._frame(done))
+            if self.render_frames == "all":
+                td.set("pixels", self._env.render().to(self.device, torch.uint8))
+            else:
+                rendered = self._in_window(done)
+                td.set("pixels", self._frame(rendered))
+                td.set("rendered", rendered)
         return td
 
-    def _frame(self, done: torch.Tensor | None) -> torch.Tensor:
-        """The rendered frame, or a black one where ``render_frames="done"`` and no env ended."""
-        if self.render_frames == "done" and (done is None or not done.any()):
-            return torch.zeros(
-                self.observation_spec["pixels"].shape, dtype=torch.uint8, device=self.device
-            )
-        return self._env.render().to(self.device, torch.uint8)
+    def _in_window(self, done: torch.Tensor | None) -> torch.Tensor:
+        """Envs whose frame ``render_frames="done"`` renders: those that ended an episode or are
+        within ``render_window`` steps of the time limit (``[num_envs, 1]``, bool)."""
+        shape = (*self.batch_size, 1)
+        if done is None:  # a reset: no episode ends here
+            return torch.zeros(shape, dtype=torch.bool, device=self.device)
+        window = done.reshape(shape).to(self.device)
+        if self.render_window > 1:
+            elapsed = self._column(self.base_env.elapsed_steps, torch.long)
+            window = window | (elapsed > self._time_limit - self.render_window)
+        return window
+
+    def _frame(self, rendered: torch.Tensor) -> torch.Tensor:
+        """The rendered frame where ``rendered`` is set, black elsewhere (nothing is rendered
+        when no env needs a frame)."""
+        shape = self.observation_spec["pixels"].shape
+        if not rendered.any():
+            return torch.zeros(shape, dtype=torch.uint8, device=self.device)
+        frame = self._env.render().to(self.device, torch.uint8)
+        return frame * rendered.reshape(*self.batch_size, 1, 1, 1)
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         reset = tensordict.get("_reset", None) if tensordict is not None else None
@@ -305,6 +348,8 @@ class ManiSkillEnv(ManiSkillWrapper):
         pixels (bool, optional): render RGB frames under ``"pixels"``. Defaults to ``False``.
         render_frames (str, optional): ``"all"``, or ``"done"`` to render only the frames that
             end an episode (the others are black). Defaults to ``"all"``.
+        render_window (int, optional): with ``render_frames="done"``, also render the last
+            ``render_window`` steps before the time limit. Defaults to ``1``.
         num_envs (int, optional): parallel envs in one GPU simulation. The CPU simulator runs
             one env per process: parallelise it with :class:`~torchrl.envs.ParallelEnv`.
             Defaults to ``1``.
@@ -338,6 +383,7 @@ class ManiSkillEnv(ManiSkillWrapper):
         *,
         pixels: bool = False,
         render_frames: str = "all",
+        render_window: int = 1,
         num_envs: int = 1,
         max_episode_steps: int = 50,
         image_size: int = 128,
@@ -351,6 +397,7 @@ class ManiSkillEnv(ManiSkillWrapper):
         device: Any = None,
         **make_kwargs: Any,
     ) -> None:
+        select_vulkan_driver()  # before SAPIEN is imported, in this process
         self._check_kwargs(env_id, num_envs, image_size, max_episode_steps)
         sim_backend, render_backend = _resolve_backends(sim_backend, render_backend, num_envs)
         self.env_id = env_id
@@ -372,6 +419,7 @@ class ManiSkillEnv(ManiSkillWrapper):
             env,
             pixels=pixels,
             render_frames=render_frames,
+            render_window=render_window,
             ignore_terminations=ignore_terminations,
             device=device,
         )

@@ -2,6 +2,7 @@
 
 ``make_backend(model, backend="auto" | "torch" | "onnxruntime" | "tensorrt", ...)`` returns a
 :class:`RewardBackend`: a callable from uint8 frames ``[N, s, s, 3]`` to P(success) ``[N]``.
+:class:`FrameScorer` feeds it any number of frames, from any device, a chunk at a time.
 """
 
 from torchrl_reward.inference.base import RewardBackend, file_sha256, model_fingerprint
@@ -20,7 +21,8 @@ from torchrl_reward.inference.onnx_backend import (
     quantize_onnx_int8,
     read_onnx_metadata,
 )
-from torchrl_reward.inference.parity import ParityReport, check_parity, score_frames
+from torchrl_reward.inference.parity import ParityReport, check_parity
+from torchrl_reward.inference.scoring import FrameScorer, score_frames
 from torchrl_reward.inference.tensorrt_backend import (
     TensorRTBackend,
     engine_cache_key,
@@ -31,6 +33,7 @@ from torchrl_reward.utils import resolve_device
 
 __all__ = [
     "BACKENDS",
+    "FrameScorer",
     "OnnxBackend",
     "ParityReport",
     "RewardBackend",

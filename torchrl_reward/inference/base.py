@@ -43,6 +43,13 @@ class RewardBackend(abc.ABC):
 
     num_views: int = 1
 
+    def input_buffer(self, n: int) -> torch.Tensor | None:
+        """A uint8 ``[n, H, W, 3]`` tensor on :attr:`device` that a caller may fill with a chunk
+        and pass to :meth:`__call__`: frames copied from the host land in the network's own
+        input (a CUDA graph's static batch) instead of being copied there once more. ``None``:
+        this backend has no such buffer. Its contents are only valid until the next call."""
+        return None
+
     @abc.abstractmethod
     def __call__(self, images: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor:
         """P(success) float32 ``[N]`` on :attr:`device` of uint8 frames ``[N, H, W, 3]`` (and

@@ -39,6 +39,7 @@ from torchrl_reward.inference.onnx_backend import (
 from torchrl_reward.inference.parity import MIN_AGREEMENT, check_parity
 from torchrl_reward.inference.torch_backend import TorchBackend
 from torchrl_reward.models import ResNetRewardModel
+from torchrl_reward.training.dataset import select_views
 from torchrl_reward.utils import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -210,19 +211,27 @@ def _evenly(frames: torch.Tensor, limit: int) -> torch.Tensor:
     return frames[torch.linspace(0, frames.shape[0] - 1, limit).round().long()]
 
 
+def training_views(model: ResNetRewardModel) -> list[int] | None:
+    """The recorded views ``model`` was trained on (``train.views``); ``None``: all of them."""
+    views = model.checkpoint_metadata.get("training_config", {}).get("views")
+    return None if views is None else list(views)
+
+
 def frames_from_episodes(
     root: str | os.PathLike,
     *,
     max_calibration: int = 256,
     max_validation: int = 512,
     proprio: Sequence[str] = (),
+    views: Sequence[int] | None = None,
 ) -> tuple[TensorDict, TensorDict]:
     """Calibration and validation frames from recorded episodes, split by episode.
 
     Alternate episode files (success and failure folders alike) go to calibration and
     validation, so no frame of a validation episode was seen by the calibrator. Episodes are
     read one at a time and each keeps an even share of its side's cap, so memory stays bounded
-    by the caps whatever the dataset's size; unreadable files are skipped.
+    by the caps whatever the dataset's size; unreadable files are skipped. ``views`` keeps those
+    tiled views of the recorded frames, in that order, as the trainer does (``None``: all).
 
     Returns:
         ``(calibration, validation)``: tensordicts of batch ``[N]`` holding ``"pixels"``
@@ -243,7 +252,12 @@ def frames_from_episodes(
             missing = [key for key in keys if key not in episode]
             if missing:
                 raise ValueError(f"Episode file {path} has no per-frame {missing}.")
-            kept.append(_evenly(episode.select(*keys), per_episode))
+            frames = _evenly(episode.select(*keys), per_episode)
+            if views is not None:
+                pixels = frames["pixels"]
+                recorded = pixels.shape[2] // pixels.shape[1]
+                frames.set("pixels", select_views(pixels, list(views), recorded))
+            kept.append(frames)
         sides.append(_evenly(torch.cat(kept), limit) if kept else None)
     if any(side is None for side in sides):
         raise ValueError(
@@ -254,6 +268,54 @@ def frames_from_episodes(
         if proprio:
             side.set("proprio", torch.cat([side.pop(key).float() for key in proprio], dim=-1))
     return sides[0], sides[1]
+
+
+def export_from_episodes(
+    model: ResNetRewardModel,
+    out_dir: str | os.PathLike,
+    episodes_dir: str | os.PathLike,
+    *,
+    max_calibration: int = 256,
+    max_validation: int = 512,
+    int8: bool = True,
+    **export_kwargs: Any,
+) -> dict[str, Any]:
+    """:func:`export_reward` on recorded episodes' frames, as the model read them in training.
+
+    The frames keep the checkpoint's training views (:func:`training_views`) and come with its
+    proprio inputs. Parity frames are every other episode file, not the training run's
+    validation episodes: the checkpoint does not record which episodes those were.
+
+    Args:
+        model (ResNetRewardModel): the reward model, loaded from its checkpoint.
+        out_dir (str or path): the export folder.
+        episodes_dir (str or path): recorded episodes (``success/``, ``failure/``).
+
+    Keyword Args:
+        max_calibration (int, optional): int8 calibration frames. Defaults to ``256``.
+        max_validation (int, optional): parity frames. Defaults to ``512``.
+        int8 (bool, optional): calibrate and check an int8 export. Defaults to ``True``.
+        **export_kwargs: more options of :func:`export_reward` (``fp16``, ``chunk_size``, ...).
+
+    Returns:
+        dict: the manifest written to ``out_dir/export.json``.
+    """
+    calibration, validation = frames_from_episodes(
+        episodes_dir,
+        max_calibration=max_calibration,
+        max_validation=max_validation,
+        proprio=list(model.proprio),
+        views=training_views(model),
+    )
+    return export_reward(
+        model,
+        out_dir,
+        validation["pixels"],
+        validation_proprio=validation.get("proprio", None),
+        calibration_frames=calibration["pixels"] if int8 else None,
+        calibration_proprio=calibration.get("proprio", None) if int8 else None,
+        **export_kwargs,
+    )
 
 
 def load_manifest(export_dir: str | os.PathLike, model: ResNetRewardModel) -> dict[str, Any]:

@@ -2,11 +2,11 @@
 
 The exported graph takes the *preprocessed* float input ``[N * V, 3, s, s]`` (each frame's
 ``V`` views, split on the host) and, for a model with proprio inputs, their raw values
-``[N, D]`` as a second input, and returns logits ``[N]``: preprocessing runs on the host through
-the fused uint8 op (:func:`torchrl_reward.ops.preprocess`), which is faster than the same
-arithmetic as graph nodes. Each file carries its preprocessing (image size, views, mean, std),
-proprio inputs, threshold, precision and the model fingerprint as ONNX metadata, so a backend
-can be built from the file alone.
+``[N, D]`` as a second input, and returns logits ``[N]``: preprocessing runs on the host, the
+model's own (:func:`~torchrl_reward.models.resnet.preprocess_frames`, one fused uint8 pass),
+which is faster than the same arithmetic as graph nodes. Each file carries its preprocessing
+(image size, views, mean, std), proprio inputs, threshold, precision and the model fingerprint
+as ONNX metadata, so a backend can be built from the file alone.
 """
 
 from __future__ import annotations
@@ -37,8 +37,7 @@ from torch import nn
 
 from torchrl_reward.inference.base import RewardBackend, model_fingerprint
 from torchrl_reward.models import ResNetRewardModel
-from torchrl_reward.models.resnet import split_views
-from torchrl_reward.ops import preprocess
+from torchrl_reward.models.resnet import preprocess_frames
 from torchrl_reward.utils import atomic_write, frame_chunks
 
 INPUT_NAME = "input"
@@ -198,8 +197,10 @@ def _feed(
     images: torch.Tensor, proprio: torch.Tensor | None, metadata: dict[str, Any]
 ) -> dict[str, np.ndarray]:
     """The session inputs of uint8 frames (and proprio values), preprocessed as at inference."""
-    views = split_views(images, int(metadata["num_views"])).contiguous()
-    feed = {INPUT_NAME: preprocess(views, metadata["mean"], metadata["std"]).numpy()}
+    x = preprocess_frames(
+        images, int(metadata["num_views"]), metadata["mean"], metadata["std"], channels_last=False
+    )
+    feed = {INPUT_NAME: x.numpy()}
     width = sum(metadata["proprio"].values())
     if width:
         if proprio is None or tuple(proprio.shape) != (images.shape[0], width):

@@ -7,7 +7,7 @@ import dataclasses
 import torch
 
 from torchrl_reward.inference.base import RewardBackend
-from torchrl_reward.utils import frame_chunks
+from torchrl_reward.inference.scoring import score_frames
 
 MIN_AGREEMENT = 0.995
 
@@ -41,18 +41,6 @@ class ParityReport:
 
     def as_dict(self) -> dict[str, float | int | str | bool]:
         return {**dataclasses.asdict(self), "passed": self.passed}
-
-
-def score_frames(
-    backend: RewardBackend, frames: torch.Tensor, proprio: torch.Tensor | None = None
-) -> torch.Tensor:
-    """P(success) float32 ``[N]`` on the CPU of uint8 frames ``[N, H, W, 3]`` (and their
-    proprio values ``[N, D]`` for a model with proprio inputs), chunk by chunk."""
-    probs = [
-        backend(chunk.to(backend.device), None if p is None else p.to(backend.device)).float().cpu()
-        for chunk, p in frame_chunks(frames, proprio, backend.chunk_size)
-    ]
-    return torch.cat(probs) if probs else torch.zeros(0)
 
 
 def check_parity(

@@ -22,8 +22,7 @@ from torchrl_reward.inference.onnx_backend import (
     PROPRIO_NAME,
     read_onnx_metadata,
 )
-from torchrl_reward.models.resnet import split_views
-from torchrl_reward.ops import preprocess
+from torchrl_reward.models.resnet import preprocess_frames
 from torchrl_reward.utils import atomic_write
 
 try:
@@ -172,8 +171,16 @@ class TensorRTBackend(RewardBackend):
 
     def _enqueue(self) -> None:
         """Preprocess the static frames, run the engine and the sigmoid on the current stream."""
-        views = split_views(self._frames, self.num_views).contiguous()
-        self._input.copy_(preprocess(views, self._mean, self._std, dtype=self._dtype))
+        self._input.copy_(
+            preprocess_frames(
+                self._frames,
+                self.num_views,
+                self._mean,
+                self._std,
+                dtype=self._dtype,
+                channels_last=False,
+            )
+        )
         stream = torch.cuda.current_stream(self.device)
         if not self._context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError("TensorRT execute_async_v3 failed.")
@@ -190,11 +197,17 @@ class TensorRTBackend(RewardBackend):
             self._enqueue()
         return graph
 
+    def input_buffer(self, n: int) -> torch.Tensor | None:
+        """The engine's static frame rows ``[:n]``."""
+        return self._frames[:n]
+
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor:
         n = images.shape[0]
         # The engine's batch is fixed: rows past n keep old frames, each scored on its own.
-        self._frames[:n].copy_(images)
+        # Frames written into input_buffer(n) are in place already.
+        if images.data_ptr() != self._frames.data_ptr():
+            self._frames[:n].copy_(images)
         if self._proprio is not None:
             if proprio is None:
                 raise ValueError("TensorRTBackend: this engine reads proprio inputs; none given.")

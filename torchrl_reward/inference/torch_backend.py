@@ -10,7 +10,7 @@ import torch
 
 from torchrl_reward.inference.base import RewardBackend
 from torchrl_reward.models import ResNetRewardModel
-from torchrl_reward.ops import fold_batchnorm, fuse_conv_relu, preprocess
+from torchrl_reward.ops import fold_batchnorm, fuse_conv_relu
 
 _AMP_DTYPES = {
     None: None,
@@ -25,8 +25,9 @@ class TorchBackend(RewardBackend):
     """Runs a :class:`~torchrl_reward.models.ResNetRewardModel` with PyTorch on one device.
 
     The backend owns a copy of the model on ``device`` (the caller's model is left where it is),
-    with its batch norms folded into the convolutions. Frames go through
-    :func:`torchrl_reward.ops.preprocess` (the fused uint8 -> normalised op), then the network.
+    with its batch norms folded into the convolutions. Frames go through the model's own
+    preprocessing (:meth:`~torchrl_reward.models.ResNetRewardModel.preprocess`, one fused
+    uint8 -> normalised pass in the network's dtype and layout), then the network.
     On CUDA, convolutions use cuDNN's autotuned algorithms (``cudnn.benchmark`` while this
     backend runs) and a low-precision ``amp_dtype`` casts the weights themselves, with frames
     preprocessed straight into float16; on CPU it is autocast.
@@ -110,14 +111,9 @@ class TorchBackend(RewardBackend):
             self._capture_graph()
 
     def _forward(self, images: torch.Tensor, proprio: torch.Tensor | None) -> torch.Tensor:
-        x = preprocess(
-            self.model.split_views(images).contiguous(),
-            self.model.mean,
-            self.model.std,
-            dtype=self._input_dtype,
-            channels_last=self.channels_last,
-        )
-        x = x.to(self._net_dtype)
+        x = self.model.preprocess(
+            images, dtype=self._input_dtype, channels_last=self.channels_last
+        ).to(self._net_dtype)
         autocast = (
             torch.autocast(self.device.type, dtype=self._autocast_dtype)
             if self._autocast_dtype is not None
@@ -160,14 +156,20 @@ class TorchBackend(RewardBackend):
             with torch.cuda.graph(self._graph):
                 self._static_out = self._run(self._static_in, self._static_proprio)
 
+    def input_buffer(self, n: int) -> torch.Tensor | None:
+        """The CUDA graph's static input rows ``[:n]`` (``None`` without a graph)."""
+        return None if self._graph is None else self._static_in[:n]
+
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor:
         if self._graph is None:
             with self._cudnn_autotune():
                 return self._run(images.contiguous(), proprio)
         n = images.shape[0]
-        # Rows past n keep old frames: the network scores each frame on its own.
-        self._static_in[:n].copy_(images)
+        # Rows past n keep old frames: the network scores each frame on its own. Frames
+        # written into input_buffer(n) are in place already.
+        if images.data_ptr() != self._static_in.data_ptr():
+            self._static_in[:n].copy_(images)
         if self._static_proprio is not None:
             self._static_proprio[:n].copy_(proprio)
         self._graph.replay()

@@ -21,7 +21,7 @@ import torchvision
 from torch import nn
 
 from torchrl_reward.ops import preprocess
-from torchrl_reward.utils import atomic_write, frame_chunks
+from torchrl_reward.utils import atomic_write, frame_chunks, score_chunks
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -78,6 +78,28 @@ def tile_views(views: torch.Tensor, num_views: int) -> torch.Tensor:
     nv, h, w, c = views.shape
     n = nv // num_views
     return views.reshape(n, num_views, h, w, c).transpose(1, 2).reshape(n, h, num_views * w, c)
+
+
+def preprocess_frames(
+    frames: torch.Tensor,
+    num_views: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    size: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    channels_last: bool = True,
+) -> torch.Tensor:
+    """uint8 frames ``[N, H, V * W, 3]`` -> normalised views ``[N * V, 3, s, s]`` of ``dtype``.
+
+    The one place frames become network input, for the model and every backend alike (which
+    pass their network's ``dtype`` and layout): :func:`split_views`, then one pass of the fused
+    op :func:`torchrl_reward.ops.preprocess`, written straight in the layout asked for
+    (channels-last by default, the faster one for the convolutions on CPU and GPU; exported
+    graphs take contiguous NCHW). ``size`` resizes (``None``: the frames' own size).
+    """
+    views = split_views(frames, num_views).contiguous()
+    return preprocess(views, mean, std, size=size, dtype=dtype, channels_last=channels_last)
 
 
 def imagenet_weights_path(arch: str) -> Path:
@@ -265,17 +287,19 @@ class ResNetRewardModel(nn.Module):
         """Values of all proprio inputs together (0 for an image-only model)."""
         return sum(self.proprio.values())
 
-    def split_views(self, images: torch.Tensor) -> torch.Tensor:
-        """Frames ``[N, H, V * W, 3]`` -> one view per row, ``[N * V, H, W, 3]``
-        (:func:`split_views` with this model's ``num_views``)."""
-        return split_views(images, self.num_views)
+    def preprocess(
+        self,
+        images: torch.Tensor,
+        *,
+        dtype: torch.dtype = torch.float32,
+        channels_last: bool = True,
+    ) -> torch.Tensor:
+        """uint8 ``[N, H, W, 3]`` or ``[N, 3, H, W]`` -> normalised ``[N * V, 3, s, s]``.
 
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``[N, H, W, 3]`` or ``[N, 3, H, W]`` -> normalised float ``[N * V, 3, s, s]``.
-
-        One fused pass of :func:`torchrl_reward.ops.preprocess` (the same op the accelerated
-        backends use), so training and inference cannot disagree on preprocessing. The output
-        is channels-last in memory, the faster layout for the convolutions on CPU.
+        One fused pass of :func:`preprocess_frames` (what the accelerated backends run too), so
+        training and inference cannot disagree on preprocessing. ``dtype`` (float32 or float16)
+        and the layout are the network's: channels-last by default, the faster one for the
+        convolutions.
         """
         _check_images(images)
         if images.dim() != 4:
@@ -287,9 +311,15 @@ class ResNetRewardModel(nn.Module):
                 f"frames {tuple(images.shape[1:])} do not tile {self.num_views} views side by "
                 f"side; the model scores {self.frame_shape} frames."
             )
-        views = self.split_views(images).contiguous()
-        x = preprocess(views, self.mean, self.std, size=self.image_size)
-        return x.contiguous(memory_format=torch.channels_last)
+        return preprocess_frames(
+            images,
+            self.num_views,
+            self.mean,
+            self.std,
+            size=self.image_size,
+            dtype=dtype,
+            channels_last=channels_last,
+        )
 
     def backbone_forward(
         self, x: torch.Tensor, proprio: torch.Tensor | None = None
@@ -339,13 +369,15 @@ class ResNetRewardModel(nn.Module):
         batch = images.shape[:-3]
         flat = images.reshape(-1, *images.shape[-3:])
         flat_proprio = self._flat_proprio(proprio, batch)
-        if chunk_size is None or flat.shape[0] <= chunk_size:
-            return torch.sigmoid(self(flat, flat_proprio)).reshape(batch)
-        probs = [
-            torch.sigmoid(self(chunk, p))
-            for chunk, p in frame_chunks(flat, flat_proprio, chunk_size)
-        ]
-        return torch.cat(probs).reshape(batch)
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"predict_proba: chunk_size must be >= 1 or None, got {chunk_size}.")
+        size = chunk_size or max(1, flat.shape[0])
+        probs = score_chunks(
+            lambda x, p: torch.sigmoid(self(x, p)),
+            frame_chunks(flat, flat_proprio, size),
+            flat.shape[0],
+        )
+        return probs.reshape(batch)
 
     def predict(
         self,

@@ -35,8 +35,11 @@ def has_ops() -> bool:
 
 
 # Whether this build has the CUDA kernel (a CPU-only build still loads on a CUDA machine).
-HAS_CUDA_KERNEL = _C is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
-    "torchrl_reward::preprocess", "CUDA"
+HAS_CUDA_KERNEL = (
+    _C is not None
+    and torch.ops.torchrl_reward.preprocess.default.has_kernel_for_dispatch_key(
+        torch.DispatchKey.CUDA
+    )
 )
 
 if _C is not None:

@@ -84,6 +84,17 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _exports(stages: dict[str, Any]) -> str:
+    """Each export's parity verdict, e.g. ``onnxruntime-int8 1.000 passed``."""
+    if "export" not in stages:
+        return "none (export.enabled=false)"
+    checked = {n: e for n, e in stages["export"]["backends"].items() if "agreement" in e}
+    return ", ".join(
+        f"{name} {_fmt(e['agreement'])} {'passed' if e['passed'] else 'rejected'}"
+        for name, e in checked.items()
+    )
+
+
 def write_report(run_dir: Path, state: dict[str, Any], model: ResNetRewardModel) -> dict:
     """Write ``report.md`` and its PNGs into ``run_dir``; return the report's headline figures."""
     stages = state["stages"]
@@ -148,6 +159,8 @@ def write_report(run_dir: Path, state: dict[str, Any], model: ResNetRewardModel)
         f"| success rate before (sim, deterministic) | {_fmt(ppo['success_before'])} |",
         f"| success rate after | {_fmt(ppo['success_after'])} |",
         f"| PPO frames | {ppo['frames']} |",
+        f"| reward backend | {ppo.get('reward_backend') or 'n/a'} |",
+        f"| exports' label agreement with float32 torch | {_exports(stages)} |",
         *(
             f"| online agreement {k} (mean over iterations) | {_fmt(v)} |"
             for k, v in agreement.items()
@@ -163,7 +176,8 @@ def write_report(run_dir: Path, state: dict[str, Any], model: ResNetRewardModel)
         "|---|---|",
         *(
             f"| {name} | {stages[name]['seconds'] / 60:.1f} |"
-            for name in ("collect", "train", "ppo")
+            for name in ("collect", "train", "export", "ppo")
+            if name in stages
         ),
         "",
     ]

@@ -1,9 +1,11 @@
-"""The main job: collect -> train the reward model -> PPO with the learned reward -> report.
+"""The main job: collect -> train the reward model -> export it -> PPO with the learned reward
+-> report.
 
 Each stage writes complete files into the run folder and marks itself done in
 ``pipeline.json``; rerunning continues the latest unfinished run of the same preset, reusing
 finished stages and resuming the unfinished one (the recorder, the trainer and PPO all resume
-from what is on disk). A failing stage stops the job with its name and its log file.
+from what is on disk; an export whose manifest matches the checkpoint is kept). A failing stage
+stops the job with its name and its log file.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchrl_reward.config import load_config
 from torchrl_reward.data import EpisodeRecorder
 from torchrl_reward.envs.scripted import CONTROL_MODE as SCRIPTED_CONTROL_MODE
+from torchrl_reward.inference.export import export_from_episodes, load_manifest
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.pipeline.collect import collect_scripted
 from torchrl_reward.pipeline.report import write_report
@@ -32,7 +35,7 @@ from torchrl_reward.utils import atomic_write
 
 log = logging.getLogger(__name__)
 STATE_NAME = "pipeline.json"
-STAGES = ("collect", "train", "ppo", "report")
+STAGES = ("collect", "train", "export", "ppo", "report")
 
 
 class StageError(RuntimeError):
@@ -147,6 +150,43 @@ def _stage_train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     }
 
 
+def _stage_export(cfg: DictConfig, run_dir: Path, reward_checkpoint: str) -> dict[str, Any]:
+    """ONNX exports of the reward model (fp32, int8), parity-checked on the run's episodes.
+
+    PPO's ``backend="auto"`` then scores with the fastest export that passed (int8 on a CPU)
+    or with torch when none did. An export of these weights already on disk is kept.
+    """
+    out_dir = run_dir / "reward_export"
+    model = ResNetRewardModel.load(reward_checkpoint)
+    try:
+        manifest = load_manifest(out_dir, model)
+    except (FileNotFoundError, ValueError):
+        options = {k: v for k, v in cfg.export.items() if k != "enabled"}
+        e = OmegaConf.merge(load_config("export_reward"), options)
+        manifest = export_from_episodes(
+            model,
+            out_dir,
+            run_dir / "data",
+            max_calibration=e.max_calibration_frames,
+            max_validation=e.max_validation_frames,
+            int8=e.int8,
+            # The fp16 ONNX is TensorRT's source: of no use without a GPU.
+            fp16=torch.cuda.is_available() if e.fp16 is None else e.fp16,
+            min_agreement=e.min_agreement,
+            calibration_method=e.calibration_method,
+            chunk_size=e.chunk_size,
+            threads=e.threads,
+        )
+    keys = ("passed", "agreement", "ms_per_chunk")
+    return {
+        "export_dir": str(out_dir),
+        "backends": {
+            name: {k: entry[k] for k in keys if k in entry}
+            for name, entry in manifest["backends"].items()
+        },
+    }
+
+
 def _success_rate(ppo_cfg: DictConfig, checkpoint: str | None, episodes: int) -> float:
     """Deterministic success rate of a PPO checkpoint (or a fresh policy) on the sim."""
     env = make_env(ppo_cfg.env, num_envs=1)
@@ -163,9 +203,13 @@ def _success_rate(ppo_cfg: DictConfig, checkpoint: str | None, episodes: int) ->
         env.close()
 
 
-def _stage_ppo(cfg: DictConfig, run_dir: Path, reward_checkpoint: str) -> dict[str, Any]:
+def _stage_ppo(
+    cfg: DictConfig, run_dir: Path, reward_checkpoint: str, export_dir: str | None
+) -> dict[str, Any]:
     ppo_dir = run_dir / "ppo"
     extra = ["reward=resnet", f"reward.resnet.checkpoint_path={reward_checkpoint}"]
+    if export_dir is not None:
+        extra.append(f"reward.export_dir={export_dir}")
     ppo_cfg = _ppo_config(cfg, [*extra, *_start_overrides(ppo_dir), *cfg.ppo_overrides])
     before = _success_rate(ppo_cfg, ppo_cfg.runner.init_from, cfg.eval_episodes)
     metrics = train_ppo(ppo_cfg, ppo_dir)
@@ -176,6 +220,9 @@ def _stage_ppo(cfg: DictConfig, run_dir: Path, reward_checkpoint: str) -> dict[s
         "frames": int(ppo_cfg.ppo.total_frames),
         "last_metrics": metrics,
         "log_dir": str(ppo_dir / "logs"),
+        "reward_backend": load_checkpoint(checkpoint_path(ppo_dir), expect={}).get(
+            "reward_backend"
+        ),
     }
 
 
@@ -219,8 +266,17 @@ def run_pipeline(cfg: DictConfig) -> Path:
     print(f"pipeline ({cfg.preset_name} preset) in {run_dir}")
     _run_stage("collect", run_dir, state, lambda: _stage_collect(cfg, run_dir))
     trained = _run_stage("train", run_dir, state, lambda: _stage_train(cfg, run_dir))
-    _run_stage("ppo", run_dir, state, lambda: _stage_ppo(cfg, run_dir, trained["checkpoint"]))
-    model = ResNetRewardModel.load(trained["checkpoint"])
+    checkpoint, export_dir = trained["checkpoint"], None
+    if cfg.export.enabled:
+        exported = _run_stage(
+            "export", run_dir, state, lambda: _stage_export(cfg, run_dir, checkpoint)
+        )
+        export_dir = exported["export_dir"]
+    else:
+        index = STAGES.index("export") + 1
+        print(f"[{index}/{len(STAGES)}] export skipped (export.enabled=false)")
+    _run_stage("ppo", run_dir, state, lambda: _stage_ppo(cfg, run_dir, checkpoint, export_dir))
+    model = ResNetRewardModel.load(checkpoint)
     _run_stage("report", run_dir, state, lambda: write_report(run_dir, state, model))
     state["complete"] = True
     _save_state(run_dir, state)

@@ -11,12 +11,15 @@ from torchrl_reward.envs import ManiSkillEnv
 from torchrl_reward.envs.maniskill import DEFAULT_VIEWS
 
 
-def env_kwargs(env_cfg: Any, *, pixels: bool, render_frames: str = "all") -> dict[str, Any]:
+def env_kwargs(
+    env_cfg: Any, *, pixels: bool, render_frames: str = "all", render_window: int = 1
+) -> dict[str, Any]:
     """ManiSkillEnv keyword arguments from an ``env`` config node."""
     return dict(
         env_id=env_cfg.env_id,
         pixels=pixels,
         render_frames=render_frames,
+        render_window=render_window,
         max_episode_steps=env_cfg.max_episode_steps,
         image_size=env_cfg.image_size,
         views=list(env_cfg.get("views") or DEFAULT_VIEWS),
@@ -33,19 +36,22 @@ def make_env(
     *,
     pixels: bool = False,
     render_frames: str = "all",
+    render_window: int = 1,
     num_envs: int | None = None,
 ) -> EnvBase:
     """Build ``num_envs`` envs (default ``env_cfg.num_envs``).
 
-    ``render_frames="done"`` renders only the frames that end an episode (see
-    :class:`~torchrl_reward.envs.ManiSkillEnv`).
+    ``render_frames="done"`` renders only the frames that end an episode, or fall within
+    ``render_window`` steps of the time limit (see :class:`~torchrl_reward.envs.ManiSkillEnv`).
 
     GPU physx holds them all in one simulation (batch ``[num_envs]``); the CPU simulator runs
     one env per process in a torchrl :class:`~torchrl.envs.ParallelEnv` (batch
     ``[num_envs, 1]``).
     """
     num_envs = env_cfg.num_envs if num_envs is None else num_envs
-    kwargs = env_kwargs(env_cfg, pixels=pixels, render_frames=render_frames)
+    kwargs = env_kwargs(
+        env_cfg, pixels=pixels, render_frames=render_frames, render_window=render_window
+    )
     if env_cfg.sim_backend == "gpu":
         return ManiSkillEnv(num_envs=num_envs, **kwargs)
     if num_envs == 1:

@@ -17,11 +17,12 @@ class EpisodeStats:
         self._success_once = torch.zeros(num_envs, dtype=torch.bool)
         self._return = torch.zeros(num_envs)
 
-    def update(self, batch: TensorDictBase, reward_key=("next", "reward")) -> dict[str, float]:
+    def update(self, batch: TensorDictBase) -> dict[str, float]:
         """Fold a ``[num_envs, T]`` batch in; return means over the episodes it finished."""
         success = batch["next", "success"].reshape(*batch.batch_size).cpu()
         done = batch["next", "done"].reshape(*batch.batch_size).cpu()
-        reward = batch.get(reward_key).reshape(*batch.batch_size).cpu().float()
+        # Not RewardSum: it sums the env's reward as collected; a learned reward replaces it later.
+        reward = batch["next", "reward"].reshape(*batch.batch_size).cpu().float()
         once, at_end, returns = [], [], []
         for t in range(success.shape[1]):
             self._success_once |= success[:, t]

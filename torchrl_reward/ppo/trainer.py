@@ -7,11 +7,8 @@ collected batch (``reward=resnet``); episodes can be recorded for the classifier
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import time
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ import torch
 import tqdm
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDictBase
+from torchrl import timeit
 from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
@@ -28,38 +26,31 @@ from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 from torchrl.record.loggers import Logger, get_logger
 
-from torchrl_reward.data import make_recorder
+from torchrl_reward.data import EpisodeRecorder, make_recorder
 from torchrl_reward.ppo.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from torchrl_reward.ppo.envs import make_env
 from torchrl_reward.ppo.metrics import EpisodeStats
 from torchrl_reward.ppo.models import make_ppo_models
 from torchrl_reward.ppo.warmstart import warm_start
 from torchrl_reward.transforms import RewardTransform, agreement
+from torchrl_reward.transforms.agreement import truth
 from torchrl_reward.utils import resolve_device
 
 log = logging.getLogger(__name__)
 _NO_BOOTSTRAP = "terminated_not_success"
 _LOGGED_LOSS_KEYS = ("loss_objective", "loss_critic", "loss_entropy", "clip_fraction", "kl_approx")
+_PHASES = ("collecting", "compute_model_rewards", "training", "eval")
 
 
-class _Timer:
-    """Accumulates wall time per phase; ``pop()`` returns ``time/<phase>`` in seconds."""
+def _pop_times() -> dict[str, float]:
+    """Seconds per phase timed with ``timeit`` since the last call, as ``time/<phase>``.
 
-    def __init__(self) -> None:
-        self._totals: dict[str, float] = defaultdict(float)
-
-    @contextlib.contextmanager
-    def __call__(self, phase: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._totals[phase] += time.perf_counter() - start
-
-    def pop(self) -> dict[str, float]:
-        out = {f"time/{k}": v for k, v in self._totals.items()}
-        self._totals.clear()
-        return out
+    ``timeit``'s totals are process-wide and ``erase`` zeroes them but keeps their names, so
+    only this loop's phases are read, and a phase that did not run (zero) is left out.
+    """
+    totals = timeit.todict(percall=False)
+    timeit.erase()
+    return {f"time/{k}": totals[k] for k in _PHASES if totals.get(k, 0.0) > 0.0}
 
 
 def evaluate(actor: torch.nn.Module, env: EnvBase, num_episodes: int) -> dict[str, float]:
@@ -97,12 +88,20 @@ def make_reward_transform(reward_cfg: DictConfig) -> RewardTransform:
             "reward=resnet needs a trained model: reward.resnet.checkpoint_path=<save_dir>/"
             "reward_model_best.pt (scripts/train_reward.py writes it)."
         )
+    final_steps = int(reward_cfg.get("final_steps", 1))
+    if final_steps < 1 or (final_steps > 1 and not reward_cfg.terminal_only):
+        raise ValueError(
+            f"reward.final_steps={final_steps}: it counts the final frames scored per episode "
+            "with reward.terminal_only=true (1: the last frame only)."
+        )
     return RewardTransform(
         reward_cfg.resnet.checkpoint_path,
         mode=reward_cfg.mode,
         output=reward_cfg.output,
         threshold=reward_cfg.threshold,
         terminal_only=reward_cfg.terminal_only,
+        # Only the final steps are rendered: the env marks them (ManiSkillEnv render_window).
+        score_key="rendered" if final_steps > 1 else None,
         env_weight=reward_cfg.env_weight,
         model_weight=reward_cfg.model_weight,
         chunk_size=reward_cfg.chunk_size,
@@ -115,16 +114,17 @@ def make_reward_transform(reward_cfg: DictConfig) -> RewardTransform:
 
 
 def reward_agreement(batch: TensorDictBase, transform: RewardTransform) -> dict[str, float]:
-    """Online agreement of the model's success (P >= threshold) with the simulator's success.
+    """Online agreement of the model's success (P >= threshold) with the simulator's truth.
 
     Reward hacking shows up here as it happens: the policy finds frames the model calls success
     while the simulator does not (false positives). With ``terminal_only`` only the scored
-    (final) frames count.
+    (final) frames count. The truth is what the model was trained on: ``is_obj_placed`` for a
+    ``frame_label=placed`` checkpoint, else ``success``.
     """
     pred = batch["next", "model_success_prob"] >= transform.threshold
-    true = batch["next", "success"]
-    if transform.terminal_only:
-        scored = batch["next", "done"]
+    true = truth(batch["next"], transform.model)
+    scored = transform.scored_frames(batch["next"])
+    if scored is not None:
         pred, true = pred[scored], true[scored]
     stats = agreement(pred, true)
     return {
@@ -132,13 +132,13 @@ def reward_agreement(batch: TensorDictBase, transform: RewardTransform) -> dict[
     }
 
 
-def _render_frames(cfg: DictConfig, reward_transform: RewardTransform | None) -> str:
-    """``"done"`` when only final frames are ever looked at: a terminal-only learned reward and
-    no recording. Rendering is most of a CPU step's cost, so the arm then costs about what a
-    state-only arm does."""
+def _render_frames(cfg: DictConfig, reward_transform: RewardTransform | None) -> dict[str, Any]:
+    """``render_frames="done"`` when only an episode's final frames are ever looked at (a
+    terminal-only learned reward, ``reward.final_steps`` of them, and no recording). Rendering is
+    most of a CPU step's cost, so the arm then costs about what a state-only arm does."""
     if reward_transform is not None and reward_transform.terminal_only and not cfg.collect.enabled:
-        return "done"
-    return "all"
+        return {"render_frames": "done", "render_window": int(cfg.reward.get("final_steps", 1))}
+    return {"render_frames": "all"}
 
 
 def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
@@ -152,7 +152,12 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     pixels = bool(cfg.collect.enabled) or use_model
 
     reward_transform = make_reward_transform(cfg.reward) if use_model else None
-    env = make_env(cfg.env, pixels=pixels, render_frames=_render_frames(cfg, reward_transform))
+    if reward_transform is not None and reward_transform.score_key and cfg.collect.enabled:
+        raise ValueError(
+            "reward.final_steps > 1 scores the frames rendered for it alone, but recording "
+            "(collect.enabled=true) renders every frame: record in a run of its own."
+        )
+    env = make_env(cfg.env, pixels=pixels, **_render_frames(cfg, reward_transform))
     recorder = None
     if cfg.collect.enabled:
         recorder = make_recorder({**cfg.collect, "seed": cfg.seed})
@@ -210,49 +215,55 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
             logger.log_scalar(key, value, step=0)
     eval_env = make_env(cfg.env, num_envs=1) if cfg.eval.interval else None
     stats = EpisodeStats(batch_envs)
-    timer = _Timer()
     metrics: dict[str, float] = {}
     collected, iteration, target_frames = start.collected, start.iteration, start.target_frames
+    # Recording that ends the run counts episodes toward its targets; otherwise frames.
+    by_episodes = recorder is not None and cfg.collect.stop_when_done
+    bar_recorder = recorder if by_episodes else None
     pbar = tqdm.tqdm(
-        total=target_frames, initial=collected, unit="frames", disable=not cfg.runner.progress
+        total=sum(recorder.targets.values()) if by_episodes else target_frames,
+        initial=_bar_position(bar_recorder, collected),
+        unit="episodes" if by_episodes else "frames",
+        disable=not cfg.runner.progress,
     )
     collector_iter = iter(collector)
-    started = time.perf_counter()
+    timeit.erase()  # nothing timed before the loop counts toward its first iteration
+    run_timer = timeit("ppo/run").start()
     try:
         while collected < target_frames:
-            with timer("collecting"):
+            with timeit("collecting"):
                 data = next(collector_iter)
             data = data.reshape(batch_envs, -1)
             iteration += 1
             collected += data.numel()
             metrics = {}
             if reward_transform is not None:
-                with timer("compute_model_rewards"):
+                with timeit("compute_model_rewards"):
                     data = reward_transform(data)
                 metrics.update(reward_agreement(data, reward_transform))
             metrics["rollout/rewards"] = data["next", "reward"].mean().item()
             if p.bootstrap_success:
                 _mark_no_bootstrap(data)
             metrics.update(stats.update(data))
-            with timer("training"):
+            with timeit("training"):
                 train_actor = collected - start.collected > p.critic_warmup_frames
                 metrics.update(_update(data, advantage, loss_module, optim, buffer, p, train_actor))
             if eval_env is not None and iteration % cfg.eval.interval == 0:
-                with timer("eval"):
+                with timeit("eval"):
                     metrics.update(evaluate(actor, eval_env, cfg.eval.num_episodes))
-            times = timer.pop()  # seconds per phase of this iteration
+            times = _pop_times()  # seconds per phase of this iteration
             metrics.update(times)
             metrics["time/sps"] = data.numel() / max(times.get("time/collecting", 0.0), 1e-9)
             if "time/compute_model_rewards" in times:
                 iteration_s = sum(v for k, v in times.items() if k != "time/eval")
                 metrics["time/reward_share"] = times["time/compute_model_rewards"] / iteration_s
-            metrics["time/elapsed"] = start.elapsed + time.perf_counter() - started
+            metrics["time/elapsed"] = start.elapsed + run_timer.elapsed()
             if recorder is not None:
                 metrics.update({f"collect/{k}": float(v) for k, v in recorder.counts.items()})
             if logger is not None:
                 for key, value in metrics.items():
                     logger.log_scalar(key, value, step=collected)
-            pbar.update(data.numel())
+            pbar.update(_bar_position(bar_recorder, collected) - pbar.n)
             pbar.set_postfix(_postfix(metrics, recorder))
             done_recording = recorder is not None and recorder.done
             if (
@@ -271,6 +282,10 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
                         "iteration": iteration,
                         "target_frames": target_frames,
                         "reward": reward_name,
+                        # The backend that scored the learned reward (what the report names).
+                        "reward_backend": (
+                            reward_transform.backend.name if reward_transform is not None else None
+                        ),
                         "config": OmegaConf.to_container(cfg, resolve=True),
                         "metrics": metrics,
                         "elapsed": metrics["time/elapsed"],
@@ -420,6 +435,11 @@ def _update(
     out = {k: v / max(steps, 1) for k, v in sums.items()}
     out["train/epochs"] = float(epochs)
     return out
+
+
+def _bar_position(recorder: EpisodeRecorder | None, collected: int) -> int:
+    """Episodes recorded with a recorder (it writes none past a target), else frames collected."""
+    return collected if recorder is None else sum(recorder.counts.values())
 
 
 def _postfix(metrics: dict[str, float], recorder: Any) -> dict[str, str]:

@@ -54,38 +54,61 @@ def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return torch.trapezoid(tpr, fpr).item()
 
 
-def binary_metrics(
-    probs: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5
-) -> dict[str, float]:
-    """Accuracy, balanced accuracy, precision, recall, FPR, F1, ROC-AUC and confusion counts.
+def confusion_metrics(pred: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Confusion counts and the ratios built on them, from bool decisions and bool labels.
 
-    A frame is called a success when ``probs >= threshold``. Ratios with an empty denominator
-    are 0 (precision, recall, FPR) rather than NaN, so they can be logged and compared.
+    Returns ``accuracy``, ``balanced_accuracy``, ``precision``, ``recall``, ``fpr``, ``f1`` and
+    the counts ``tp``, ``fp``, ``tn``, ``fn`` (floats); every element counts once, whatever the
+    shape. A ratio with an empty denominator (no predicted positives for precision, no
+    positives for recall, no negatives for the FPR) is NaN: undefined, neither perfect nor
+    worst, where 0 would read as "every call was wrong" and drag averages down. Loggers write
+    NaN as is; readers skip it (the pipeline report prints ``n/a``). F1 is
+    ``2 tp / (2 tp + fp + fn)``, so it is 0, not NaN, when there are positives but no hits.
     """
-    probs, labels = _check(probs, labels)
-    pred = probs >= threshold
-    tp = (pred & labels).sum().item()
-    fp = (pred & ~labels).sum().item()
-    fn = (~pred & labels).sum().item()
-    tn = (~pred & ~labels).sum().item()
-    total = max(tp + fp + fn + tn, 1)
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    fpr = fp / (fp + tn) if fp + tn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    pred, labels = pred.reshape(-1).bool(), labels.reshape(-1).bool()
+    if pred.shape != labels.shape:
+        raise ValueError(
+            f"pred and labels need the same number of elements, got {pred.numel()} and "
+            f"{labels.numel()}."
+        )
+    labels = labels.to(pred.device)
+    # One host sync for the four counts.
+    tp, fp, fn, tn = torch.stack(
+        [
+            (pred & labels).sum(),
+            (pred & ~labels).sum(),
+            (~pred & labels).sum(),
+            (~pred & ~labels).sum(),
+        ]
+    ).tolist()
+    recall, fpr = _ratio(tp, tp + fn), _ratio(fp, fp + tn)
     return {
-        "accuracy": (tp + tn) / total,
+        "accuracy": _ratio(tp + tn, tp + fp + fn + tn),
         "balanced_accuracy": (recall + 1.0 - fpr) / 2,
-        "precision": precision,
+        "precision": _ratio(tp, tp + fp),
         "recall": recall,
         "fpr": fpr,
-        "f1": f1,
-        "roc_auc": roc_auc(probs, labels),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
         "tp": float(tp),
         "fp": float(fp),
         "tn": float(tn),
         "fn": float(fn),
     }
+
+
+def _ratio(num: int, den: int) -> float:
+    return num / den if den else float("nan")
+
+
+def binary_metrics(
+    probs: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5
+) -> dict[str, float]:
+    """:func:`confusion_metrics` of the rule ``probs >= threshold``, plus ``roc_auc``.
+
+    Undefined ratios are NaN, as there.
+    """
+    probs, labels = _check(probs, labels)
+    return {**confusion_metrics(probs >= threshold, labels), "roc_auc": roc_auc(probs, labels)}
 
 
 def threshold_at_fpr(probs: torch.Tensor, labels: torch.Tensor, target_fpr: float = 0.01) -> float:

@@ -8,13 +8,7 @@ from collections.abc import Sequence
 import torch
 from matplotlib.figure import Figure
 
-from torchrl_reward.utils import atomic_write
-
-
-def _save(fig: Figure, path: str | os.PathLike) -> None:
-    # A bare Figure renders with Agg: no pyplot state, no display, nothing to close.
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
+from torchrl_reward.viz import save_figure
 
 
 def plot_training_curves(history: Sequence[dict[str, float]], path: str | os.PathLike) -> None:
@@ -35,7 +29,7 @@ def plot_training_curves(history: Sequence[dict[str, float]], path: str | os.Pat
         ax.set_xlabel("epoch")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_roc(
@@ -66,7 +60,7 @@ def plot_roc(
     ax.set_ylabel("true-positive rate (recall)")
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_worst(
@@ -90,4 +84,4 @@ def plot_worst(
                 ax.set_title(titles[c], fontsize=6)
             else:
                 ax.axis("off")
-    _save(fig, path)
+    save_figure(fig, path)

@@ -42,11 +42,10 @@ from torchrl_reward.training.metrics import (
     threshold_at_fpr,
 )
 from torchrl_reward.training.plots import plot_roc, plot_training_curves, plot_worst
-from torchrl_reward.utils import atomic_write, resolve_device
+from torchrl_reward.utils import atomic_write, resolve_device, score_chunks
 
 BEST_NAME = "reward_model_best.pt"
 LAST_NAME = "reward_model_last.pt"
-METRICS_NAME = "metrics.csv"
 _POSTFIX_EVERY = 10  # optimiser steps between progress-bar loss updates
 VAL_KEYS = ("accuracy", "balanced_accuracy", "precision", "recall", "fpr", "f1", "roc_auc")
 
@@ -171,16 +170,19 @@ def predict_frames(
     the pixels, as in training (see :class:`~torchrl_reward.training.FrameBatches`).
     """
     model.eval()
-    probs = torch.empty(frames.numel(), dtype=torch.float32)
-    order = frames.argsort()
-    pos = 0
-    batches = list(frames[order].split(batch_size))
-    for pixels, values, _ in _loader(cache, batches, num_workers, device, None, views, proprio):
+
+    def score(pixels: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
         with _autocast(device, amp):
             logits = model(pixels.to(device, non_blocking=True), _to(values, device))
-        n = logits.shape[0]
-        probs[order[pos : pos + n]] = torch.sigmoid(logits.float()).cpu()
-        pos += n
+        return torch.sigmoid(logits.float())
+
+    # Read in frame order (cache locality); scores stay on the device until the end.
+    order = frames.argsort()
+    batches = list(frames[order].split(batch_size))
+    loader = _loader(cache, batches, num_workers, device, None, views, proprio)
+    scored = score_chunks(score, ((p, v) for p, v, _ in loader), frames.numel())
+    probs = torch.empty(frames.numel(), dtype=torch.float32)
+    probs[order] = scored.cpu()
     return probs
 
 
@@ -207,13 +209,6 @@ def _improved(score: tuple[float, float], best: list[float] | None, min_delta: f
     if best is None:
         return True
     return score[0] > best[0] + min_delta or (score[0] == best[0] and score[1] > best[1])
-
-
-def _write_metrics_csv(history: list[dict[str, float]], path: Path) -> None:
-    keys = list(history[0])
-    lines = [",".join(keys)] + [",".join(f"{row[k]:.6g}" for k in keys) for row in history]
-    with atomic_write(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
 
 
 def _check_data(
@@ -288,9 +283,9 @@ def train_reward_model(
             defaults; see ``configs/train_reward.yaml``).
 
     Writes into ``save_dir``: ``reward_model_best.pt`` (best validation epoch, with the
-    threshold meeting ``target_fpr``), ``reward_model_last.pt`` (for resume), ``metrics.csv``,
-    the logger's files under ``logs/`` and, with ``plots``, ``curves.png``, ``roc.png``,
-    ``worst.png``.
+    threshold meeting ``target_fpr``), ``reward_model_last.pt`` (for resume, with the history),
+    the per-epoch metrics through the logger (``logger.backend``) under ``logs/`` and, with
+    ``plots``, ``curves.png``, ``roc.png``, ``worst.png``.
     """
     cfg = make_config(cfg)
     device = resolve_device(cfg.device, strict=True, owner="train_reward")
@@ -441,7 +436,6 @@ def train_reward_model(
             for key, value in row.items():
                 if key != "epoch":
                     logger.log_scalar(key, value, step=epoch + 1)
-        _write_metrics_csv(history, save_dir / METRICS_NAME)
         checkpoint = model.checkpoint(training_config=train_config, epoch=epoch + 1)
         checkpoint["training_state"] = {
             "epoch": epoch,

@@ -14,9 +14,8 @@ from tensordict.utils import unravel_key
 from torchrl.data import Bounded, TensorSpec, Unbounded
 from torchrl.envs.transforms import Transform
 
-from torchrl_reward.inference import RewardBackend, make_backend, resolve_device
+from torchrl_reward.inference import FrameScorer, RewardBackend, make_backend, resolve_device
 from torchrl_reward.models import ResNetRewardModel
-from torchrl_reward.utils import frame_chunks
 
 MODES = ("replace", "add")
 OUTPUTS = ("soft", "binary")
@@ -41,7 +40,9 @@ class RewardTransform(Transform):
     in chunks of ``chunk_size``, from ``env_reward`` when the batch was already relabelled.
     ``env_reward`` and ``model_success_prob`` are registered as observations (zero at reset).
     The model never follows ``env.to(...)``: it stays on ``device``; frames move there and
-    rewards come back to the frames' device.
+    rewards come back to the frames' device. Host frames cross to a GPU once, through pinned
+    buffers kept across calls and non-blocking copies (a
+    :class:`~torchrl_reward.inference.FrameScorer`); the one wait is for the probabilities.
 
     Args:
         checkpoint_path (str or path, optional): a checkpoint written by
@@ -66,6 +67,10 @@ class RewardTransform(Transform):
         terminal_only (bool, optional): score only frames where ``done`` is set (the final
             observation); other steps get a model reward of 0. Per-step learned rewards are
             easier for a policy to exploit. Defaults to ``False``.
+        score_key (NestedKey, optional): score only frames where this bool key is set (others
+            get a model reward of 0), e.g. ``"rendered"`` from
+            ``ManiSkillEnv(render_frames="done", render_window=K)`` to score each episode's last
+            ``K`` frames. ``terminal_only=True`` is ``score_key=done_key``. Defaults to ``None``.
         chunk_size (int, optional): frames per backend call, so memory stays bounded.
             Defaults to ``256``.
         device (str or torch.device, optional): the reward model's device, e.g. ``"cuda:1"``
@@ -109,6 +114,7 @@ class RewardTransform(Transform):
         env_weight: float = 1.0,
         model_weight: float = 1.0,
         terminal_only: bool = False,
+        score_key: NestedKey | None = None,
         chunk_size: int = 256,
         device: str | torch.device | int | None = None,
         strict: bool = False,
@@ -151,6 +157,7 @@ class RewardTransform(Transform):
         self.env_weight = float(env_weight)
         self.model_weight = float(model_weight)
         self.terminal_only = terminal_only
+        self.score_key = unravel_key(score_key) if score_key is not None else None
         self.chunk_size = int(chunk_size)
         self._backend_args = {
             "backend": backend,
@@ -171,7 +178,7 @@ class RewardTransform(Transform):
     @property
     def backend(self) -> RewardBackend:
         """The inference backend that scores the frames."""
-        return self.__dict__["_backend"]
+        return self.__dict__["_scorer"].backend
 
     @property
     def reward_device(self) -> torch.device:
@@ -183,7 +190,8 @@ class RewardTransform(Transform):
     ) -> RewardTransform:
         """(Re)build the backend on ``device`` (same fallback rules as the constructor)."""
         device = resolve_device(device, strict=strict, owner="RewardTransform")
-        self.__dict__["_backend"] = make_backend(self.model, device=device, **self._backend_args)
+        backend = make_backend(self.model, device=device, **self._backend_args)
+        self.__dict__["_scorer"] = FrameScorer(backend, self.chunk_size)
         return self
 
     def save_checkpoint(self, path: str | os.PathLike, **metadata: Any) -> Path:
@@ -252,10 +260,12 @@ class RewardTransform(Transform):
     ) -> torch.Tensor:
         """P(success) float32 ``[*B]`` of uint8 frames ``[*B, H, W, 3]`` or ``[*B, 3, H, W]``.
 
-        Frames are flattened, sent to the reward device ``chunk_size`` at a time, and the
-        probabilities come back to the frames' device. With a bool ``mask`` of shape ``[*B]``
-        only the selected frames are scored; the others get 0. An empty batch gives an empty
-        result. A model with proprio inputs also needs their values ``[*B, D]``.
+        Frames are flattened (a view), sent to the reward device ``chunk_size`` at a time by a
+        :class:`~torchrl_reward.inference.FrameScorer` (host frames through its reused pinned
+        buffers, non-blocking), and the probabilities come back to the frames' device in one
+        copy. With a bool ``mask`` of shape ``[*B]`` only the selected frames are scored (and
+        copied); the others get 0. An empty batch gives an empty result. A model with proprio
+        inputs also needs their values ``[*B, D]``.
         """
         frames = self._frames(images)
         batch = frames.shape[:-3]
@@ -269,41 +279,35 @@ class RewardTransform(Transform):
                     f"B={list(batch)}, got {got}."
                 )
             proprio = proprio.reshape(flat.shape[0], -1)
-        probs = torch.zeros(flat.shape[0], dtype=torch.float32, device=images.device)
         index = None
         if mask is not None:
             index = mask.reshape(-1).to(images.device).nonzero().squeeze(-1)
-            flat = flat[index]
-            proprio = None if proprio is None else proprio[index.to(proprio.device)]
-        if flat.shape[0]:
-            scored = self._score(flat, proprio)
-            if index is None:
-                probs = scored
-            else:
-                probs[index] = scored
+        count = flat.shape[0] if index is None else index.numel()
+        if count == 0:
+            return torch.zeros(batch, dtype=torch.float32, device=images.device)
+        scored = self._score(flat, proprio, index)
+        if index is None:
+            return scored.reshape(batch)
+        probs = torch.zeros(flat.shape[0], dtype=torch.float32, device=images.device)
+        probs[index] = scored
         return probs.reshape(batch)
 
-    def _score(self, flat: torch.Tensor, proprio: torch.Tensor | None) -> torch.Tensor:
+    def _score(
+        self, flat: torch.Tensor, proprio: torch.Tensor | None, index: torch.Tensor | None
+    ) -> torch.Tensor:
+        """P(success) of ``flat[index]`` on the frames' device, checked to be finite."""
         start = time.perf_counter()
-        backend = self.backend
-        chunks = list(frame_chunks(flat, proprio, self.chunk_size))
-        probs = torch.cat(
-            [
-                backend(
-                    chunk.to(backend.device).contiguous(),
-                    None if p is None else p.to(backend.device),
-                )
-                for chunk, p in chunks
-            ]
-        )
+        scorer = self.__dict__["_scorer"]
+        # The one wait for the reward device: its probabilities coming back.
+        probs = scorer(flat, proprio, index).to(flat.device, torch.float32)
         if not bool(torch.isfinite(probs).all()):
             raise RuntimeError(
-                f"RewardTransform: the {backend.name} backend returned NaN/inf probabilities; "
-                "the checkpoint weights or the export are broken (re-train or re-export)."
+                f"RewardTransform: the {scorer.backend.name} backend returned NaN/inf "
+                "probabilities; the checkpoint weights or the export are broken (re-train or "
+                "re-export)."
             )
-        probs = probs.to(flat.device, torch.float32)
-        self.stats["frames"] += flat.shape[0]
-        self.stats["chunks"] += len(chunks)
+        self.stats["frames"] += probs.shape[0]
+        self.stats["chunks"] += -(-probs.shape[0] // self.chunk_size)
         self.stats["seconds"] += time.perf_counter() - start
         return probs
 
@@ -329,15 +333,9 @@ class RewardTransform(Transform):
                 "the tensordict lacks; use mode='replace' or keep the env's reward."
             )
         batch = images.shape[:-3]
-        mask = None
-        if self.terminal_only:
-            done = tensordict.get(self.done_key, None)
-            if done is None:
-                raise KeyError(
-                    f"RewardTransform(terminal_only=True) needs {self.done_key!r} to find the "
-                    "final frames; the tensordict lacks it."
-                )
-            mask = done.reshape(batch).bool()
+        mask = self.scored_frames(tensordict)
+        if mask is not None:
+            mask = mask.reshape(batch)
         probs = self.success_prob(images, mask, self._proprio(tensordict, batch))
         shape = env_reward.shape if env_reward is not None else (*batch, 1)
         probs = probs.reshape(shape)
@@ -356,6 +354,22 @@ class RewardTransform(Transform):
             tensordict.set(self.env_reward_key, env_reward)
         tensordict.set(self.reward_key, reward.to(torch.float32))
         return tensordict
+
+    def scored_frames(self, tensordict: TensorDictBase) -> torch.Tensor | None:
+        """Bool mask of the frames this transform scores (``score_key``, else ``done`` with
+        ``terminal_only``), or ``None`` when it scores every frame."""
+        key = self.score_key
+        if key is None and self.terminal_only:
+            key = self.done_key
+        if key is None:
+            return None
+        mask = tensordict.get(key, None)
+        if mask is None:
+            raise KeyError(
+                f"RewardTransform scores only the frames marked by {key!r} (terminal_only / "
+                "score_key), but the tensordict lacks it."
+            )
+        return mask.bool()
 
     def _call(self, next_tensordict: TensorDictBase) -> TensorDictBase:
         return self._relabel(next_tensordict)
@@ -431,6 +445,7 @@ class RewardTransform(Transform):
         return (
             f"{type(self).__name__}(image_key={self.image_key!r}, mode={self.mode!r}, "
             f"output={self.output!r}, threshold={self.threshold:.4g}, "
-            f"terminal_only={self.terminal_only}, backend={self.backend.name!r}, "
+            f"terminal_only={self.terminal_only}, score_key={self.score_key!r}, "
+            f"backend={self.backend.name!r}, "
             f"device={self.reward_device}, chunk_size={self.chunk_size})"
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from torchrl_reward.inference.export import export_from_episodes
+from torchrl_reward.inference.export import export_from_episodes, export_options
 from torchrl_reward.models import ResNetRewardModel
 
 
@@ -22,19 +22,7 @@ def main(cfg: DictConfig) -> None:
     checkpoint = Path(cfg.checkpoint_path)
     model = ResNetRewardModel.load(checkpoint)
     out_dir = Path(cfg.out_dir or checkpoint.with_name(f"{checkpoint.stem}_export"))
-    manifest = export_from_episodes(
-        model,
-        out_dir,
-        cfg.episodes_dir,
-        max_calibration=cfg.max_calibration_frames,
-        max_validation=cfg.max_validation_frames,
-        int8=cfg.int8,
-        fp16=cfg.fp16,
-        min_agreement=cfg.min_agreement,
-        calibration_method=cfg.calibration_method,
-        chunk_size=cfg.chunk_size,
-        threads=cfg.threads,
-    )
+    manifest = export_from_episodes(model, out_dir, cfg.episodes_dir, **export_options(cfg))
     print(f"exported {checkpoint} to {out_dir} ({manifest['validation_frames']} parity frames)")
     for name, entry in manifest["backends"].items():
         if "agreement" in entry:

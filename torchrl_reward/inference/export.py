@@ -20,7 +20,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +268,21 @@ def frames_from_episodes(
         if proprio:
             side.set("proprio", torch.cat([side.pop(key).float() for key in proprio], dim=-1))
     return sides[0], sides[1]
+
+
+def export_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`export_from_episodes` keyword arguments from a ``configs/export_reward.yaml`` node
+    (the script's and the pipeline's ``export`` stage)."""
+    return dict(
+        max_calibration=cfg["max_calibration_frames"],
+        max_validation=cfg["max_validation_frames"],
+        int8=cfg["int8"],
+        fp16=cfg["fp16"],
+        min_agreement=cfg["min_agreement"],
+        calibration_method=cfg["calibration_method"],
+        chunk_size=cfg["chunk_size"],
+        threads=cfg["threads"],
+    )
 
 
 def export_from_episodes(

@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 
@@ -93,6 +94,26 @@ def _extensions() -> list:
     ]
 
 
+class BuildPyWithConfigs(build_py):
+    """``build_py`` that also ships the repo's ``configs/`` as ``torchrl_reward/configs/``.
+
+    scripts/ read ``configs/`` from the checkout; an installed (non-editable) package has no
+    checkout, so ``torchrl_reward.hydra_configs.load_config`` reads this copy. An editable
+    install reads the checkout's own ``configs/`` and gets no copy.
+    """
+
+    def run(self) -> None:
+        super().run()
+        if self.editable_mode:
+            return
+        source = ROOT / "configs"
+        target = Path(self.build_lib) / "torchrl_reward" / "configs"
+        for path in sorted(source.rglob("*.yaml")):
+            destination = target / path.relative_to(source)
+            self.mkpath(str(destination.parent))
+            self.copy_file(str(path), str(destination))
+
+
 setup(
     name="torchrl-reward",
     version="0.1.0",
@@ -104,17 +125,20 @@ setup(
         "torchvision==0.29.1",
         "torchrl>=0.14,<0.15",
         "tensordict>=0.14,<0.15",
+        "torchmetrics==1.9.0",
         "mani_skill>=3.0.1",
         "hydra-core>=1.3",
         "tqdm",
         "matplotlib",
         "onnx",
         "onnxruntime",
+        # runner=ray (torchrl's RayCollector, the reward model actor); light next to torch.
+        "ray==2.40.0",
     ],
     extras_require={
         "dev": ["pytest", "pytest-benchmark", "ruff", "tensorboard"],
         "tensorrt": ["tensorrt>=10", "onnx"],
     },
     ext_modules=_extensions(),
-    cmdclass={"build_ext": BuildExtension},
+    cmdclass={"build_ext": BuildExtension, "build_py": BuildPyWithConfigs},
 )

@@ -7,6 +7,7 @@ python scripts/ppo.py init=kept_bc                      # from the kept policy (
 python scripts/ppo.py init=weak_bc                      # from a weak clone (36% success)
 python scripts/ppo.py collect.enabled=true collect.save_dir=data/pickcube
 python scripts/ppo.py reward=resnet reward.resnet.checkpoint_path=... runner.resume_dir=...
+python scripts/ppo.py runner=ray runner.num_collectors=2   # collectors as Ray actors
 """
 
 import hydra

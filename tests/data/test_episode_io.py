@@ -8,6 +8,7 @@ import torch
 from tensordict import TensorDict
 
 from torchrl_reward.data import list_episode_files, load_episode, load_episodes, write_episode
+from torchrl_reward.data.episode_io import iter_episodes
 
 
 def _episode(length: int = 4, size: int = 16, seed: int = 0) -> TensorDict:
@@ -131,24 +132,55 @@ def test_malformed_file_error_names_file_and_problem(tmp_path, corrupt, problem)
     assert str(path) in str(err.value)
 
 
-def test_load_episodes_skips_and_counts_corrupt_files(tmp_path):
+def _write_bad_files(root):
+    """A truncated pickle and a pickle that is not an episode, beside the good files."""
+    data = pickle.dumps(_rlinf_record())
+    truncated = root / "failure" / "episode_000002.pkl"
+    truncated.parent.mkdir(exist_ok=True)
+    truncated.write_bytes(data[: len(data) // 2])
+    (root / "failure" / "episode_000003.pkl").write_bytes(pickle.dumps(["not", "a", "dict"]))
+    return truncated
+
+
+def test_iter_episodes_skips_corrupt_files_with_one_warning_naming_each(tmp_path):
     good = [
         write_episode(tmp_path / "success" / f"episode_{i:06d}.pkl", _episode(seed=i))
         for i in range(2)
     ]
-    truncated = tmp_path / "failure" / "episode_000002.pkl"
-    data = pickle.dumps(_rlinf_record())
-    truncated.parent.mkdir()
-    truncated.write_bytes(data[: len(data) // 2])
-    (tmp_path / "failure" / "episode_000003.pkl").write_bytes(pickle.dumps(["not", "a", "dict"]))
-
+    truncated = _write_bad_files(tmp_path)
     with pytest.raises(ValueError, match="truncated or corrupt"):
         load_episode(truncated)
-    with pytest.warns(RuntimeWarning, match="Skipped 2 unreadable episode file"):
+
+    with pytest.warns(RuntimeWarning) as caught:
+        read = list(iter_episodes(tmp_path))
+    assert [path for path, _ in read] == good
+    assert [episode.batch_size[0] for _, episode in read] == [4, 4]
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "Skipped 2 unreadable episode file(s)" in message
+    assert "failure/episode_000002.pkl, failure/episode_000003.pkl" in message
+
+    with pytest.warns(RuntimeWarning, match="Skipped 2 unreadable"):
         episodes, paths, skipped = load_episodes(tmp_path)
-    assert skipped == 2
-    assert paths == good
-    assert [e.batch_size[0] for e in episodes] == [4, 4]
+    assert (paths, skipped, len(episodes)) == (good, 2, 2)
+
+
+def test_iter_episodes_warns_when_stopped_early_and_raises_when_nothing_is_readable(tmp_path):
+    _write_bad_files(tmp_path)
+    write_episode(tmp_path / "failure" / "episode_000004.pkl", _episode())
+    with pytest.warns(RuntimeWarning, match=r"Skipped 2 .*episode_000003\.pkl"):
+        path, _ = next(iter(iter_episodes(tmp_path)))
+    assert path.name == "episode_000004.pkl"
+
+    bad = list_episode_files(tmp_path)[:2]
+    with (
+        pytest.warns(RuntimeWarning, match="Skipped 2"),
+        pytest.raises(ValueError, match=r"No readable episode .* all 2 file"),
+    ):
+        list(iter_episodes(tmp_path, bad))
+    (tmp_path / "empty" / "success").mkdir(parents=True)
+    with pytest.raises(ValueError, match="No episode files"):
+        list(iter_episodes(tmp_path / "empty"))
 
 
 def test_list_episode_files_order_and_filtering(tmp_path):

@@ -23,7 +23,7 @@ from torchrl_reward.inference import (
 )
 from torchrl_reward.inference.export import export_from_episodes
 from torchrl_reward.models import ResNetRewardModel
-from torchrl_reward.training import train_reward_model
+from torchrl_reward.training import build_frame_cache, split_episodes, train_reward_model
 
 
 def test_writes_files_and_manifest(model, frames, export_dir):
@@ -98,16 +98,31 @@ def _write_episodes(root, frames, per_episode: int = 8) -> None:
         write_episode(root / folder / f"episode_{i:06d}.pkl", episode)
 
 
-def test_frames_from_episodes_splits_by_episode(frames, tmp_path):
+def test_frames_from_episodes_splits_by_episode(frames, tmp_path, caplog):
     _write_episodes(tmp_path, frames)  # 6 episodes of 8 frames
-    calibration, validation = frames_from_episodes(tmp_path, max_calibration=10)
+    with caplog.at_level("WARNING", logger="torchrl_reward.inference.export"):
+        calibration, validation = frames_from_episodes(tmp_path, max_calibration=10)
+    assert "falling back to parity frames from every other episode file" in caplog.text
     calibration, validation = calibration["pixels"], validation["pixels"]
     assert calibration.shape == (10, *frames.shape[1:]) and validation.shape[0] == 24
     rows = {bytes(f.numpy()) for f in validation}
     assert not rows & {bytes(f.numpy()) for f in calibration}  # no shared episode
+    with pytest.raises(ValueError, match="None of the 1 parity episodes"):
+        frames_from_episodes(tmp_path, parity_episodes=["success/episode_000099.pkl"])
     _write_episodes(tmp_path / "one", frames[:8])
     with pytest.raises(ValueError, match="at least 2"):
         frames_from_episodes(tmp_path / "one")
+
+
+def test_frames_from_episodes_skips_a_corrupt_file_and_names_it(frames, tmp_path):
+    _write_episodes(tmp_path, frames)
+    victim = tmp_path / "failure" / "episode_000003.pkl"
+    victim.write_bytes(victim.read_bytes()[:100])
+    with pytest.warns(RuntimeWarning, match=r"Skipped 1 .*: failure/episode_000003\.pkl"):
+        _, validation = frames_from_episodes(
+            tmp_path, parity_episodes=["failure/episode_000003.pkl", "success/episode_000004.pkl"]
+        )
+    assert torch.equal(validation["pixels"], frames[32:40])  # episode 4's frames only
 
 
 def test_export_script(model, frames, tmp_path):
@@ -160,9 +175,19 @@ def test_exports_the_views_the_model_was_trained_on(frames, tmp_path):
         model, tmp_path / "export", tmp_path / "episodes", int8=False, fp16=False, chunk_size=16
     )
     assert manifest["backends"]["onnxruntime-fp32"]["passed"]
+    # Parity frames come from the training run's validation episodes, and only from them.
+    recorded = model.checkpoint_metadata["validation_episodes"]
+    cache = build_frame_cache(tmp_path / "episodes")
+    _, val_eps = split_episodes(cache.episode_success, 0.2, seed=0)
+    assert recorded == [cache.files[i] for i in val_eps.tolist()]
+    owner = {
+        bytes(frame.numpy()): f"{'failure' if i % 2 else 'success'}/episode_{i:06d}.pkl"
+        for i, chunk in enumerate(frames.split(8))
+        for frame in chunk
+    }
     parity_frames = load_validation_frames(tmp_path / "export")
-    assert parity_frames.shape == (24, 32, 32, 3)
-    assert {bytes(f.numpy()) for f in parity_frames} <= {bytes(f.numpy()) for f in frames}
+    assert parity_frames.shape == (8 * len(recorded), 32, 32, 3)
+    assert {owner[bytes(f.numpy())] for f in parity_frames} == set(recorded)
 
 
 def test_two_view_proprio_model_exports_quantises_and_passes_parity(tmp_path):

@@ -8,8 +8,8 @@ from statistics import mean
 import pytest
 import torch
 
-from torchrl_reward.config import load_config
 from torchrl_reward.data import list_episode_files
+from torchrl_reward.hydra_configs import load_config
 from torchrl_reward.inference import make_backend
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.pipeline import StageError, run_pipeline

@@ -1,16 +1,24 @@
 """PPO smoke runs on the real env: logs, checkpoints, resume, bad checkpoints."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from tensordict import TensorDict
+from torchrl.data import Bounded, Composite, Unbounded
 
-from torchrl_reward.config import load_config
+from torchrl_reward.hydra_configs import load_config
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.ppo import train_ppo
-from torchrl_reward.ppo.checkpoint import checkpoint_path
+from torchrl_reward.ppo.checkpoint import checkpoint_path, save_checkpoint
 from torchrl_reward.ppo.trainer import (
+    _checkpoint_state,
+    _initialise,
+    _make_learner,
     _mark_no_bootstrap,
+    _Progress,
     _render_frames,
+    _reward_name,
     make_reward_transform,
 )
 
@@ -124,6 +132,45 @@ def test_critic_warmup_leaves_the_actor_untouched(first_run, tmp_path):
         torch.testing.assert_close(after["actor"][name], value, msg=name)
     changed = [not torch.equal(after["critic"][k], v) for k, v in start["critic"].items()]
     assert any(changed)
+
+
+def test_checkpoint_state_is_what_a_resume_starts_from(tmp_path):
+    """An interrupted run resumes at its progress with its weights and optimiser; on another
+    reward the same checkpoint is a warm start with a fresh budget."""
+    cfg = load_config("ppo", ["ppo.hidden_sizes=[8]", "ppo.total_frames=30"])
+    env = SimpleNamespace(  # the two specs a learner is sized from
+        observation_spec=Composite(observation=Unbounded(shape=(4,))),
+        action_spec_unbatched=Bounded(-1.0, 1.0, shape=(2,)),
+    )
+    learner = _make_learner(cfg, env, torch.device("cpu"))
+    sum(p.sum() for p in learner.critic.parameters()).backward()
+    learner.optim.step()  # an optimiser state to carry over
+    metrics = {"time/elapsed": 1.5}
+    state = _checkpoint_state(cfg, learner, _Progress(20, 2, 40), None, metrics)
+    assert state["reward"] == "normalized_dense" and state["reward_backend"] is None
+    assert state["config"]["ppo"]["total_frames"] == 30
+    save_checkpoint(checkpoint_path(tmp_path), state)
+
+    resume = load_config("ppo", ["ppo.hidden_sizes=[8]", f"runner.resume_dir={tmp_path}"])
+    resumed = _make_learner(resume, env, torch.device("cpu"))
+    start = _initialise(resume, resumed, _reward_name(resume))
+    assert start.progress == _Progress(20, 2, 40) and start.elapsed == 1.5
+    for name, value in learner.actor.state_dict().items():
+        torch.testing.assert_close(resumed.actor.state_dict()[name], value, msg=name)
+    steps = [v["step"] for v in resumed.optim.state_dict()["state"].values()]
+    assert steps and all(step == 1 for step in steps)
+
+    sparse = load_config(
+        "ppo",
+        [
+            "ppo.hidden_sizes=[8]",
+            "ppo.total_frames=30",
+            f"runner.resume_dir={tmp_path}",
+            "env.reward_mode=sparse",
+        ],
+    )
+    start = _initialise(sparse, _make_learner(sparse, env, torch.device("cpu")), "sparse")
+    assert start.progress == _Progress(20, 2, 50) and start.elapsed == 0.0
 
 
 def test_success_terminations_keep_their_value():

@@ -6,8 +6,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from torchrl_reward.config import load_config
 from torchrl_reward.envs import ManiSkillEnv
+from torchrl_reward.hydra_configs import load_config
 from torchrl_reward.ppo import make_ppo_models, train_ppo
 from torchrl_reward.ppo.warmstart import (
     behaviour_clone,

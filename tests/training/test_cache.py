@@ -1,4 +1,4 @@
-"""The memory-mapped frame cache built from real recorded episodes."""
+"""The memory-mapped frame cache built from recorded episodes."""
 
 import shutil
 import subprocess
@@ -6,11 +6,12 @@ import sys
 
 import pytest
 import torch
+from tensordict import TensorDict
 
 from torchrl_reward.data import list_episode_files, load_episode, write_episode
 from torchrl_reward.training import build_frame_cache
 
-pytestmark = pytest.mark.slow  # records episodes with the simulator
+# The tests marked slow record episodes with the simulator (the reward_dataset fixture).
 
 
 @pytest.fixture
@@ -20,6 +21,7 @@ def dataset_copy(reward_dataset, tmp_path):
     return root
 
 
+@pytest.mark.slow
 def test_cache_holds_every_frame_and_label(dataset_copy):
     cache = build_frame_cache(dataset_copy)
     files = list_episode_files(dataset_copy)
@@ -35,6 +37,7 @@ def test_cache_holds_every_frame_and_label(dataset_copy):
         assert bool(cache.episode_success[i]) == bool(episode["success"].any())
 
 
+@pytest.mark.slow
 def test_cache_is_reused_until_the_files_change(dataset_copy):
     first = build_frame_cache(dataset_copy)
     index_mtime = (first.root / "index.pt").stat().st_mtime_ns
@@ -59,17 +62,40 @@ def test_cache_is_reused_until_the_files_change(dataset_copy):
     assert not first.root.exists() and not killed_build.exists()
 
 
-def test_corrupt_files_are_skipped_and_counted(dataset_copy):
-    victim = list_episode_files(dataset_copy)[-1]
-    data = victim.read_bytes()
-    victim.write_bytes(data[: len(data) // 3])
-    with pytest.warns(RuntimeWarning, match="Skipped 1 unreadable"):
-        cache = build_frame_cache(dataset_copy, cache_dir=dataset_copy.parent / "cache")
-    assert cache.skipped == [str(victim.relative_to(dataset_copy))]
-    assert len(cache.files) == len(list_episode_files(dataset_copy)) - 1
-    assert cache.root.parent == dataset_copy.parent / "cache"
+def _write_tiny_episode(path, seed: int) -> None:
+    """A 3-frame, 8 px episode: enough for the cache, no simulator needed."""
+    g = torch.Generator().manual_seed(seed)
+    flags = torch.zeros(3, dtype=torch.bool)
+    episode = TensorDict(
+        {
+            "pixels": torch.randint(0, 256, (3, 8, 8, 3), dtype=torch.uint8, generator=g),
+            "observation": torch.zeros(3, 4),
+            "action": torch.zeros(3, 2),
+            "reward": torch.zeros(3),
+            **{key: flags for key in ("done", "success", "is_grasped")},
+        },
+        batch_size=[3],
+    )
+    write_episode(path, episode)
 
 
+def test_corrupt_files_are_skipped_named_and_recorded(tmp_path):
+    for i in range(3):
+        _write_tiny_episode(tmp_path / "failure" / f"episode_{i:06d}.pkl", seed=i)
+    victim = tmp_path / "failure" / "episode_000001.pkl"
+    victim.write_bytes(victim.read_bytes()[:50])
+    with pytest.warns(RuntimeWarning, match=r"Skipped 1 unreadable .*: failure/episode_000001"):
+        cache = build_frame_cache(tmp_path, cache_dir=tmp_path.parent / "cache")
+    assert cache.skipped == ["failure/episode_000001.pkl"]
+    assert cache.files == ["failure/episode_000000.pkl", "failure/episode_000002.pkl"]
+    assert len(cache) == 6 and cache.root.parent == tmp_path.parent / "cache"
+    for path in list_episode_files(tmp_path):
+        path.write_bytes(b"not a pickle")
+    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match="No readable episode"):
+        build_frame_cache(tmp_path, cache_dir=tmp_path.parent / "cache")
+
+
+@pytest.mark.slow
 def test_empty_and_mixed_size_datasets_raise(dataset_copy, tmp_path):
     empty = tmp_path / "empty"
     (empty / "success").mkdir(parents=True)

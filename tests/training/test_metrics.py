@@ -1,4 +1,4 @@
-"""Pure-torch classification metrics against hand counts and brute-force definitions."""
+"""Classification metrics against hand counts and brute-force definitions."""
 
 import math
 
@@ -52,10 +52,30 @@ def test_roc_auc_matches_pairwise_definition_with_ties():
     generator = torch.Generator().manual_seed(0)
     scores = torch.randint(0, 20, (500,), generator=generator).float() / 20
     labels = torch.rand(500, generator=generator) < scores * 0.8 + 0.1
-    assert roc_auc(scores, labels) == pytest.approx(_pairwise_auc(scores, labels), abs=1e-12)
+    # torchmetrics computes the rates in float32.
+    assert roc_auc(scores, labels) == pytest.approx(_pairwise_auc(scores, labels), abs=1e-6)
     assert roc_auc(labels.float(), labels) == 1.0
     assert roc_auc(1 - labels.float(), labels) == 0.0
     assert math.isnan(roc_auc(scores, torch.ones(500, dtype=torch.bool)))
+
+
+def test_roc_curve_known_points_with_a_tie():
+    scores = torch.tensor([1.0, 0.8, 0.8, 0.3, 0.1])
+    labels = torch.tensor([True, True, False, False, True])
+    fpr, tpr, thresholds = roc_curve(scores, labels)
+    # The first point passes nothing, not even the score of exactly 1.0.
+    assert thresholds[0] == float("inf")
+    assert thresholds[1:].tolist() == pytest.approx([1.0, 0.8, 0.3, 0.1])
+    assert fpr.tolist() == [0.0, 0.0, 0.5, 1.0, 1.0]
+    assert tpr.tolist() == pytest.approx([0.0, 1 / 3, 2 / 3, 2 / 3, 1.0])
+
+
+def test_roc_curve_rate_of_an_absent_class_is_nan(recwarn):
+    fpr, tpr, _ = roc_curve(torch.tensor([0.2, 0.7]), torch.tensor([True, True]))
+    assert torch.isnan(fpr).all() and tpr.tolist() == [0.0, 0.5, 1.0]
+    fpr, tpr, _ = roc_curve(torch.tensor([0.2, 0.7]), torch.tensor([False, False]))
+    assert torch.isnan(tpr).all() and fpr.tolist() == [0.0, 0.5, 1.0]
+    assert not recwarn.list  # torchmetrics' zero-rate warnings are not passed on
 
 
 def test_roc_curve_spans_unit_square_and_is_monotone():

@@ -101,6 +101,24 @@ def test_training_writes_checkpoints_metrics_and_reports(trained):
     assert meta["val_metrics_at_threshold"]["threshold"] == result.threshold
     for key in ("roc_auc", "recall", "fpr", "episode_balanced_accuracy"):
         assert 0.0 <= result.metrics[key] <= 1.0, key
+    # What each checkpoint holds beside the weights: the best one its validation metrics and
+    # threshold, the last one what a resume reads.
+    best_meta = {"training_config", "epoch", "val_metrics", "data", "validation_episodes"}
+    assert set(meta) == best_meta | {"target_fpr", "val_metrics_at_threshold"}
+    last = torch.load(result.last_path, weights_only=True)
+    assert set(last["metadata"]) == {"training_config", "epoch", "validation_episodes"}
+    assert set(last["training_state"]) == {
+        "epoch",
+        "optimizer",
+        "scaler",
+        "history",
+        "best",
+        "bad_epochs",
+        "stopped_early",
+        "fingerprint",
+        "logger",
+    }
+    assert _comparable(last["training_state"]["history"]) == _comparable(result.history)
 
 
 def test_split_has_no_shared_episodes_and_threshold_meets_fpr(trained, reward_dataset):
@@ -113,6 +131,11 @@ def test_split_has_no_shared_episodes_and_threshold_meets_fpr(trained, reward_da
     )
     assert train_frames.numel() + val_frames.numel() == len(cache)
     assert val_frames.numel() == result.data["val_frames"]
+    # Both checkpoints name the validation episodes, for the export's parity frames.
+    recorded = [cache.files[i] for i in val_eps.tolist()]
+    for path in (result.best_path, result.last_path):
+        checkpoint = torch.load(path, weights_only=True)
+        assert checkpoint["metadata"]["validation_episodes"] == recorded
     # The stored threshold, applied by the reloaded model, meets the target on validation.
     model = ResNetRewardModel.load(result.best_path)
     probs = predict_frames(model, cache, val_frames, 64, torch.device("cpu"))

@@ -18,7 +18,7 @@ import pickle
 import re
 import warnings
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -267,29 +267,66 @@ def list_episode_files(root: str | os.PathLike) -> list[Path]:
     return files
 
 
-def load_episodes(root: str | os.PathLike) -> tuple[list[TensorDict], list[Path], int]:
-    """Load every episode under ``root``, skipping (and counting) unreadable files.
+def iter_episodes(
+    root: str | os.PathLike, files: Sequence[Path] | None = None
+) -> Iterator[tuple[Path, TensorDict]]:
+    """Yield ``(path, episode)`` for each readable episode file of the recording root ``root``.
 
-    A long training run should not die on one truncated file: corrupt, truncated or malformed
-    files are skipped with a single warning that gives their number and the first problem.
+    The one reader of recorded episodes, with one policy for bad files: a corrupt, truncated,
+    malformed or vanished file is skipped, and a single ``RuntimeWarning`` names every skipped
+    file (relative to ``root``), counts them and gives the first problem, when the iteration
+    ends (or is stopped early). A long run should not die on one bad file, but nothing is
+    skipped silently. Episodes are read one at a time, so memory stays at one episode.
+
+    Args:
+        root (path-like): the recording root (``success/`` and ``failure/`` folders).
+        files (sequence of Path, optional): the files of ``root`` to read, in that order.
+            Defaults to ``None``: every episode file, as :func:`list_episode_files` orders them.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a recording root.
+        ValueError: no episode was yielded: there are no files, or none is readable.
+    """
+    root = Path(root)
+    files = list_episode_files(root) if files is None else list(files)
+    skipped, problems, read = [], [], 0
+    try:
+        for path in files:
+            try:
+                episode = load_episode(path)
+            except (ValueError, OSError) as err:
+                skipped.append(str(path.relative_to(root)))
+                problems.append(str(err))
+                continue
+            read += 1
+            yield path, episode
+    finally:
+        if skipped:
+            warnings.warn(
+                f"Skipped {len(skipped)} unreadable episode file(s) under {root}: "
+                f"{', '.join(skipped)}; first problem: {problems[0]}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    if not files:
+        raise ValueError(
+            f"No episode files under {str(root)!r} (expected success/*.pkl and failure/*.pkl); "
+            "record episodes first."
+        )
+    if not read:
+        raise ValueError(
+            f"No readable episode under {str(root)!r}: all {len(files)} file(s) are corrupt or "
+            "unreadable; delete them and record again."
+        )
+
+
+def load_episodes(root: str | os.PathLike) -> tuple[list[TensorDict], list[Path], int]:
+    """Load every episode under ``root`` into memory (:func:`iter_episodes`'s policy).
 
     Returns:
         ``(episodes, paths, skipped)``: the loaded tensordicts, their files, and how many files
-        were skipped.
+        were skipped as unreadable.
     """
-    episodes, paths, problems = [], [], []
-    for path in list_episode_files(root):
-        try:
-            episodes.append(load_episode(path))
-        except (ValueError, OSError) as err:
-            problems.append(str(err))
-            continue
-        paths.append(path)
-    if problems:
-        warnings.warn(
-            f"Skipped {len(problems)} unreadable episode file(s) under {root}; first: "
-            f"{problems[0]}",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    return episodes, paths, len(problems)
+    files = list_episode_files(root)
+    pairs = list(iter_episodes(root, files))
+    return [episode for _, episode in pairs], [path for path, _ in pairs], len(files) - len(pairs)

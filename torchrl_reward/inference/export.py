@@ -20,7 +20,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,8 @@ import onnxruntime as ort
 import torch
 from tensordict import TensorDict
 
-from torchrl_reward.data import list_episode_files, load_episode
+from torchrl_reward.data import list_episode_files
+from torchrl_reward.data.episode_io import iter_episodes
 from torchrl_reward.inference.base import RewardBackend, file_sha256, model_fingerprint
 from torchrl_reward.inference.onnx_backend import (
     OnnxBackend,
@@ -217,6 +218,36 @@ def training_views(model: ResNetRewardModel) -> list[int] | None:
     return None if views is None else list(views)
 
 
+def validation_episodes(model: ResNetRewardModel) -> list[str] | None:
+    """The episode files (relative to the recording root) ``model`` was validated on in
+    training; ``None`` for a checkpoint written before the trainer recorded them."""
+    episodes = model.checkpoint_metadata.get("validation_episodes")
+    return None if episodes is None else list(episodes)
+
+
+def _split_for_export(
+    root: Path, paths: list[Path], parity_episodes: Collection[str] | None
+) -> tuple[list[Path], list[Path]]:
+    """``(calibration, parity)`` files: ``parity_episodes`` and the others, or, without them,
+    alternate files (the fallback for older checkpoints, logged)."""
+    if parity_episodes is None:
+        logger.warning(
+            "The checkpoint does not record its validation episodes; falling back to parity "
+            "frames from every other episode file of %s, which may include training frames.",
+            root,
+        )
+        return paths[0::2], paths[1::2]
+    wanted = set(parity_episodes)
+    parity = [path for path in paths if str(path.relative_to(root)) in wanted]
+    if not parity:
+        example = f" (e.g. {min(wanted)})" if wanted else ""
+        raise ValueError(
+            f"None of the {len(wanted)} parity episodes{example} is an episode file under "
+            f"{str(root)!r}; export from the episodes the model was trained on."
+        )
+    return [path for path in paths if str(path.relative_to(root)) not in wanted], parity
+
+
 def frames_from_episodes(
     root: str | os.PathLike,
     *,
@@ -224,50 +255,55 @@ def frames_from_episodes(
     max_validation: int = 512,
     proprio: Sequence[str] = (),
     views: Sequence[int] | None = None,
+    parity_episodes: Collection[str] | None = None,
 ) -> tuple[TensorDict, TensorDict]:
-    """Calibration and validation frames from recorded episodes, split by episode.
+    """Calibration and validation (parity) frames from recorded episodes, split by episode.
 
-    Alternate episode files (success and failure folders alike) go to calibration and
-    validation, so no frame of a validation episode was seen by the calibrator. Episodes are
-    read one at a time and each keeps an even share of its side's cap, so memory stays bounded
-    by the caps whatever the dataset's size; unreadable files are skipped. ``views`` keeps those
-    tiled views of the recorded frames, in that order, as the trainer does (``None``: all).
+    Validation frames come from ``parity_episodes`` (files relative to ``root``, e.g. the
+    training run's validation episodes, :func:`validation_episodes`), calibration frames from
+    the other episodes; with ``None``, alternate episode files go to each side (a logged
+    fallback: parity frames may then be training frames). No episode gives frames to both
+    sides. Episodes are read one at a time by ``iter_episodes`` (unreadable files skipped with
+    a warning) and each keeps an even share of its side's cap, so memory stays bounded by the
+    caps whatever the dataset's size. ``views`` keeps those tiled views of the recorded frames,
+    in that order, as the trainer does (``None``: all).
 
     Returns:
         ``(calibration, validation)``: tensordicts of batch ``[N]`` holding ``"pixels"``
         (uint8 ``[N, H, W, 3]``) and each key of ``proprio`` (e.g. ``"qvel"``), concatenated
         under ``"proprio"`` (float32 ``[N, D]``) when ``proprio`` is not empty.
     """
+    root = Path(root)
     keys = ["pixels", *proprio]
     paths = list_episode_files(root)
-    sides = []
-    for files, limit in ((paths[0::2], max_calibration), (paths[1::2], max_validation)):
-        per_episode = -(-limit // max(len(files), 1))
-        kept = []
-        for path in files:
-            try:
-                episode = load_episode(path)
-            except (ValueError, OSError):
-                continue
-            missing = [key for key in keys if key not in episode]
-            if missing:
-                raise ValueError(f"Episode file {path} has no per-frame {missing}.")
-            frames = _evenly(episode.select(*keys), per_episode)
-            if views is not None:
-                pixels = frames["pixels"]
-                recorded = pixels.shape[2] // pixels.shape[1]
-                frames.set("pixels", select_views(pixels, list(views), recorded))
-            kept.append(frames)
-        sides.append(_evenly(torch.cat(kept), limit) if kept else None)
-    if any(side is None for side in sides):
+    sides = _split_for_export(root, paths, parity_episodes)
+    side_of = {path: i for i, files in enumerate(sides) for path in files}
+    limits = (max_calibration, max_validation)
+    per_episode = [
+        -(-limit // max(len(files), 1)) for limit, files in zip(limits, sides, strict=True)
+    ]
+    kept: tuple[list[TensorDict], list[TensorDict]] = ([], [])
+    for path, episode in iter_episodes(root, paths):
+        missing = [key for key in keys if key not in episode]
+        if missing:
+            raise ValueError(f"Episode file {path} has no per-frame {missing}.")
+        side = side_of[path]
+        frames = _evenly(episode.select(*keys), per_episode[side])
+        if views is not None:
+            pixels = frames["pixels"]
+            recorded = pixels.shape[2] // pixels.shape[1]
+            frames.set("pixels", select_views(pixels, list(views), recorded))
+        kept[side].append(frames)
+    if not all(kept):
         raise ValueError(
             f"{str(root)!r} holds too few readable episodes ({len(paths)} file(s)); export "
             "needs at least 2 (one to calibrate, one to validate)."
         )
-    for side in sides:
+    out = [_evenly(torch.cat(frames), limit) for frames, limit in zip(kept, limits, strict=True)]
+    for side in out:
         if proprio:
             side.set("proprio", torch.cat([side.pop(key).float() for key in proprio], dim=-1))
-    return sides[0], sides[1]
+    return out[0], out[1]
 
 
 def export_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -298,8 +334,9 @@ def export_from_episodes(
     """:func:`export_reward` on recorded episodes' frames, as the model read them in training.
 
     The frames keep the checkpoint's training views (:func:`training_views`) and come with its
-    proprio inputs. Parity frames are every other episode file, not the training run's
-    validation episodes: the checkpoint does not record which episodes those were.
+    proprio inputs. Parity frames come from the training run's validation episodes
+    (:func:`validation_episodes`), int8 calibration frames from the other episodes; a checkpoint
+    that does not record them falls back to alternate episode files (logged).
 
     Args:
         model (ResNetRewardModel): the reward model, loaded from its checkpoint.
@@ -321,6 +358,7 @@ def export_from_episodes(
         max_validation=max_validation,
         proprio=list(model.proprio),
         views=training_views(model),
+        parity_episodes=validation_episodes(model),
     )
     return export_reward(
         model,

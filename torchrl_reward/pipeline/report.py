@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import islice
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -10,7 +11,8 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-from torchrl_reward.data import list_episode_files, load_episode
+from torchrl_reward.data import list_episode_files
+from torchrl_reward.data.episode_io import CLASS_DIRS, iter_episodes
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.utils import atomic_write
 from torchrl_reward.viz import plot_curves, read_scalar, save_figure
@@ -29,12 +31,15 @@ def _scalar_mean(log_dir: Path, name: str) -> float:
 def plot_example_frames(
     data_dir: Path, model: ResNetRewardModel, path: Path, per_class: int = 4
 ) -> Path:
-    """Recorded frames with the model's P(success): the last frame of a few episodes per class."""
+    """Recorded frames with the model's P(success): the first success frame (else the last
+    frame) of the first ``per_class`` readable episodes per class (unreadable files skipped)."""
     rows, proprio = [], []
     files = list_episode_files(data_dir)
-    for name in ("success", "failure"):
-        for file in [f for f in files if f.parent.name == name][:per_class]:
-            episode = load_episode(file)
+    for name in CLASS_DIRS:
+        chosen = [f for f in files if f.parent.name == name]
+        if not chosen:
+            continue
+        for _, episode in islice(iter_episodes(data_dir, chosen), per_class):
             index = int(episode["success"].nonzero()[0]) if episode["success"].any() else -1
             rows.append((name, episode["pixels"][index], bool(episode["success"][index])))
             if model.proprio:
@@ -168,6 +173,8 @@ def write_report(run_dir: Path, state: dict[str, Any], model: ResNetRewardModel)
         f"| compute_model_rewards per iteration (s) | {_fmt(reward_s)} |",
         f"| share of iteration time | {_fmt(reward_share)} |",
         "",
+        _budget_note(state["config"].get("ppo_init", "scratch"), ppo["frames"]),
+        "",
         "![PPO success](ppo_success.png) ![model rewards](ppo_rewards.png)",
         "",
         "## Time per stage",
@@ -184,6 +191,16 @@ def write_report(run_dir: Path, state: dict[str, Any], model: ResNetRewardModel)
     with atomic_write(run_dir / "report.md", "w") as f:
         f.write("\n".join(lines))
     return {"agreement": agreement, "reward_s": reward_s, "reward_share": reward_share}
+
+
+def _budget_note(ppo_init: str, frames: int) -> str:
+    """Where the PPO stage started, and where to read what a full learned-reward run does."""
+    return (
+        f"PPO started from `init={ppo_init}` and ran {frames} frames on the learned reward: "
+        "enough to show the loop, not to compare rewards. Whether the learned reward lifts a "
+        "weak policy, beside dense and sparse arms at the same budget and seeds, is measured "
+        'in BENCHMARKS.md, "From a weak start" (`scripts/ppo.py init=weak_bc ...`).'
+    )
 
 
 def _rel(path: Path, start: Path) -> str:

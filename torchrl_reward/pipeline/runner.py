@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from torchrl_reward.config import load_config
 from torchrl_reward.data import EpisodeRecorder
 from torchrl_reward.envs.scripted import CONTROL_MODE as SCRIPTED_CONTROL_MODE
+from torchrl_reward.hydra_configs import load_config
 from torchrl_reward.inference.export import export_from_episodes, export_options, load_manifest
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.pipeline.collect import collect_scripted

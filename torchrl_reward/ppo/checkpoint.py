@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from torchrl_reward.config import REPO_ROOT
+from torchrl_reward.hydra_configs import REPO_ROOT
 from torchrl_reward.utils import atomic_write
 
 CHECKPOINT_NAME = "ppo_last.pt"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ import tqdm
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDictBase
 from torchrl import timeit
-from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
 from torchrl.envs import EnvBase, ExplorationType, TransformedEnv, set_exploration_type
@@ -27,10 +26,13 @@ from torchrl.objectives.value import GAE
 from torchrl.record.loggers import Logger, get_logger
 
 from torchrl_reward.data import EpisodeRecorder, make_recorder
+from torchrl_reward.distributed import RemoteRewardTransform, ray_session, start_reward_actor
 from torchrl_reward.ppo.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from torchrl_reward.ppo.envs import make_env
 from torchrl_reward.ppo.metrics import EpisodeStats
 from torchrl_reward.ppo.models import make_ppo_models
+from torchrl_reward.ppo.ray_runner import RayRollouts
+from torchrl_reward.ppo.rollouts import LocalRollouts, Rollouts
 from torchrl_reward.ppo.warmstart import warm_start
 from torchrl_reward.transforms import RewardTransform, agreement
 from torchrl_reward.transforms.agreement import truth
@@ -78,6 +80,11 @@ def _make_logger(cfg: DictConfig, run_dir: Path) -> Logger | None:
 
 def make_reward_transform(reward_cfg: DictConfig) -> RewardTransform:
     """The ``reward=resnet`` config group as a :class:`RewardTransform` for collected batches."""
+    return RewardTransform(**reward_transform_kwargs(reward_cfg))
+
+
+def reward_transform_kwargs(reward_cfg: DictConfig) -> dict[str, Any]:
+    """:class:`RewardTransform`'s arguments from the ``reward=resnet`` group, checked."""
     if reward_cfg.reward_model_type != "resnet":
         raise ValueError(
             f"reward.reward_model_type={reward_cfg.reward_model_type!r} is not supported; "
@@ -94,8 +101,8 @@ def make_reward_transform(reward_cfg: DictConfig) -> RewardTransform:
             f"reward.final_steps={final_steps}: it counts the final frames scored per episode "
             "with reward.terminal_only=true (1: the last frame only)."
         )
-    return RewardTransform(
-        reward_cfg.resnet.checkpoint_path,
+    return dict(
+        checkpoint_path=reward_cfg.resnet.checkpoint_path,
         mode=reward_cfg.mode,
         output=reward_cfg.output,
         threshold=reward_cfg.threshold,
@@ -142,28 +149,184 @@ def _render_frames(cfg: DictConfig, reward_transform: RewardTransform | None) ->
 
 
 def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
-    """Train PPO as configured; logs, checkpoints and returns the last metrics."""
-    run_dir = Path(run_dir)
+    """Train PPO as configured; logs, checkpoints and returns the last metrics.
+
+    Learned reward -> env (and recorder) -> actor, critic, optimiser -> start (resume, init or
+    warm start) -> collector, buffer, GAE, loss -> loop: collect, score, update, evaluate,
+    log, checkpoint. ``runner=ray`` runs all of it inside a Ray cluster (joined or started
+    here), with the collectors and the reward model as Ray actors.
+    """
+    with ray_session(cfg.runner):
+        return _train_ppo(cfg, Path(run_dir))
+
+
+def _train_ppo(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device, strict=True, owner="ppo")
     p = cfg.ppo
-    use_model = bool(cfg.reward.get("use_reward_model", False))
-    pixels = bool(cfg.collect.enabled) or use_model
 
-    reward_transform = make_reward_transform(cfg.reward) if use_model else None
-    if reward_transform is not None and reward_transform.score_key and cfg.collect.enabled:
+    reward_transform = _make_learned_reward(cfg)
+    rollouts = _make_rollouts(cfg, reward_transform)
+    recorder = rollouts.recorder
+    learner = _make_learner(cfg, rollouts.env, device)
+    try:
+        start = _initialise(cfg, learner, _reward_name(cfg))
+        batch_envs = rollouts.num_envs
+        frames_per_batch = batch_envs * p.num_steps
+        rollouts.make_collector(learner.actor, frames_per_batch, device)
+    except Exception:
+        rollouts.close()  # no worker processes left behind by a bad checkpoint or warm start
+        raise
+    buffer = TensorDictReplayBuffer(
+        storage=LazyTensorStorage(frames_per_batch, device=device),
+        sampler=SamplerWithoutReplacement(),
+        batch_size=max(1, frames_per_batch // p.num_minibatches),
+    )
+    advantage = GAE(
+        gamma=p.gamma, lmbda=p.gae_lambda, value_network=learner.critic, average_gae=False
+    )
+    if p.bootstrap_success:
+        advantage.set_keys(terminated=_NO_BOOTSTRAP)
+    loss_module = ClipPPOLoss(
+        actor_network=learner.actor,
+        critic_network=learner.critic,
+        clip_epsilon=p.clip_epsilon,
+        entropy_coeff=p.entropy_coef,
+        critic_coeff=p.critic_coef,
+        normalize_advantage=True,
+    )
+    logger = _make_logger(cfg, run_dir)
+    _log_scalars(logger, start.warm_metrics, step=0)
+    eval_env = make_env(cfg.env, num_envs=1) if cfg.eval.interval else None
+    stats = EpisodeStats(batch_envs)
+    metrics: dict[str, float] = {}
+    progress = replace(start.progress)
+    pbar = _ProgressBar(cfg, recorder, progress)
+    collector_iter = rollouts.batches()
+    timeit.erase()  # nothing timed before the loop counts toward its first iteration
+    run_timer = timeit("ppo/run").start()
+    try:
+        while progress.collected < progress.target_frames:
+            with timeit("collecting"):
+                data = next(collector_iter)
+            rollouts.check_batch(data)
+            data = data.reshape(batch_envs, -1)
+            progress.iteration += 1
+            progress.collected += data.numel()
+            metrics = {}
+            if reward_transform is not None:
+                with timeit("compute_model_rewards"):
+                    data = reward_transform(data)
+                metrics.update(reward_agreement(data, reward_transform))
+            metrics["rollout/rewards"] = data["next", "reward"].mean().item()
+            if p.bootstrap_success:
+                _mark_no_bootstrap(data)
+            metrics.update(stats.update(data))
+            with timeit("training"):
+                train_actor = progress.collected - start.progress.collected > p.critic_warmup_frames
+                metrics.update(
+                    _update(data, advantage, loss_module, learner.optim, buffer, p, train_actor)
+                )
+                rollouts.publish_weights()
+            if eval_env is not None and progress.iteration % cfg.eval.interval == 0:
+                with timeit("eval"):
+                    metrics.update(evaluate(learner.actor, eval_env, cfg.eval.num_episodes))
+            metrics.update(_time_metrics(data.numel(), start.elapsed + run_timer.elapsed()))
+            if recorder is not None:
+                metrics.update({f"collect/{k}": float(v) for k, v in recorder.counts.items()})
+            _log_scalars(logger, metrics, step=progress.collected)
+            pbar.update(progress.collected, metrics)
+            stop = recorder is not None and recorder.done and cfg.collect.stop_when_done
+            if (
+                progress.iteration % cfg.runner.save_interval == 0
+                or progress.collected >= progress.target_frames
+                or stop
+            ):
+                state = _checkpoint_state(cfg, learner, progress, reward_transform, metrics)
+                save_checkpoint(checkpoint_path(run_dir), state)
+            if stop:
+                log.info("Collection targets met: %s", recorder.progress())
+                break
+    finally:
+        pbar.close()
+        rollouts.close()
+        if eval_env is not None and not eval_env.is_closed:
+            eval_env.close()
+    return metrics
+
+
+def _reward_name(cfg: DictConfig) -> str:
+    """The reward PPO optimises, as checkpoints record it: ``resnet`` or the env's mode."""
+    return "resnet" if cfg.reward.get("use_reward_model", False) else cfg.env.reward_mode
+
+
+def _make_learned_reward(cfg: DictConfig) -> RewardTransform | None:
+    """The learned reward of ``reward.use_reward_model``, else ``None`` (the env's reward)."""
+    if not cfg.reward.get("use_reward_model", False):
+        return None
+    if cfg.runner.name == "ray":
+        kwargs = reward_transform_kwargs(cfg.reward)
+        actor_cfg = cfg.runner.reward_actor
+        actor = start_reward_actor(
+            actor_cfg,
+            kwargs["checkpoint_path"],
+            chunk_size=kwargs["chunk_size"],
+            backend=kwargs["backend"],
+            export_dir=kwargs["export_dir"],
+            **kwargs["backend_kwargs"],
+        )
+        reward_transform = RemoteRewardTransform(
+            actor, name=actor_cfg.name, timeout_s=actor_cfg.timeout_s, **kwargs
+        )
+    else:
+        reward_transform = make_reward_transform(cfg.reward)
+    if reward_transform.score_key and cfg.collect.enabled:
         raise ValueError(
             "reward.final_steps > 1 scores the frames rendered for it alone, but recording "
             "(collect.enabled=true) renders every frame: record in a run of its own."
         )
+    return reward_transform
+
+
+def _make_train_env(
+    cfg: DictConfig, reward_transform: RewardTransform | None
+) -> tuple[EnvBase, EpisodeRecorder | None]:
+    """The seeded env PPO collects from and, with ``collect.enabled``, the recorder on it.
+
+    Frames are rendered only when something looks at them: the recorder or the learned reward.
+    """
+    pixels = bool(cfg.collect.enabled) or reward_transform is not None
     env = make_env(cfg.env, pixels=pixels, **_render_frames(cfg, reward_transform))
     recorder = None
     if cfg.collect.enabled:
         recorder = make_recorder({**cfg.collect, "seed": cfg.seed})
         env = TransformedEnv(env, recorder)
     env.set_seed(cfg.seed)
+    return env, recorder
 
+
+def _make_rollouts(cfg: DictConfig, reward_transform: RewardTransform | None) -> Rollouts:
+    """The runner's envs and collector: this process's (``runner=local``) or Ray actors'."""
+    if cfg.runner.name == "ray":
+        pixels = bool(cfg.collect.enabled) or reward_transform is not None
+        return RayRollouts(cfg, pixels=pixels, **_render_frames(cfg, reward_transform))
+    return LocalRollouts(*_make_train_env(cfg, reward_transform))
+
+
+@dataclass
+class _Learner:
+    """The actor, the critic, their optimiser, and the identity a checkpoint must match."""
+
+    actor: torch.nn.Module
+    critic: torch.nn.Module
+    optim: torch.optim.Optimizer
+    identity: dict[str, Any]  # env, control mode, network sizes: checked on resume
+
+
+def _make_learner(cfg: DictConfig, env: EnvBase, device: torch.device) -> _Learner:
+    """Fresh actor and critic sized for ``env``, with one Adam over both."""
+    p = cfg.ppo
     obs_dim = env.observation_spec["observation"].shape[-1]
     actor, critic = make_ppo_models(
         obs_dim, env.action_spec_unbatched, hidden_sizes=p.hidden_sizes, device=device
@@ -176,153 +339,28 @@ def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
         "hidden_sizes": list(p.hidden_sizes),
     }
     optim = torch.optim.Adam([*actor.parameters(), *critic.parameters()], lr=p.lr, eps=1e-5)
-    reward_name = "resnet" if use_model else cfg.env.reward_mode
-    try:
-        start = _initialise(cfg, actor, critic, optim, identity, reward_name)
-    except Exception:
-        env.close()  # no worker processes left behind by a bad checkpoint or warm start
-        raise
-
-    batch_envs = env.batch_size.numel()
-    frames_per_batch = batch_envs * p.num_steps
-    collector = Collector(
-        env,
-        actor,
-        frames_per_batch=frames_per_batch,
-        total_frames=-1,
-        device=device,
-        auto_register_policy_transforms=False,
-    )
-    buffer = TensorDictReplayBuffer(
-        storage=LazyTensorStorage(frames_per_batch, device=device),
-        sampler=SamplerWithoutReplacement(),
-        batch_size=max(1, frames_per_batch // p.num_minibatches),
-    )
-    advantage = GAE(gamma=p.gamma, lmbda=p.gae_lambda, value_network=critic, average_gae=False)
-    if p.bootstrap_success:
-        advantage.set_keys(terminated=_NO_BOOTSTRAP)
-    loss_module = ClipPPOLoss(
-        actor_network=actor,
-        critic_network=critic,
-        clip_epsilon=p.clip_epsilon,
-        entropy_coeff=p.entropy_coef,
-        critic_coeff=p.critic_coef,
-        normalize_advantage=True,
-    )
-    logger = _make_logger(cfg, run_dir)
-    if logger is not None:
-        for key, value in start.warm_metrics.items():
-            logger.log_scalar(key, value, step=0)
-    eval_env = make_env(cfg.env, num_envs=1) if cfg.eval.interval else None
-    stats = EpisodeStats(batch_envs)
-    metrics: dict[str, float] = {}
-    collected, iteration, target_frames = start.collected, start.iteration, start.target_frames
-    # Recording that ends the run counts episodes toward its targets; otherwise frames.
-    by_episodes = recorder is not None and cfg.collect.stop_when_done
-    bar_recorder = recorder if by_episodes else None
-    pbar = tqdm.tqdm(
-        total=sum(recorder.targets.values()) if by_episodes else target_frames,
-        initial=_bar_position(bar_recorder, collected),
-        unit="episodes" if by_episodes else "frames",
-        disable=not cfg.runner.progress,
-    )
-    collector_iter = iter(collector)
-    timeit.erase()  # nothing timed before the loop counts toward its first iteration
-    run_timer = timeit("ppo/run").start()
-    try:
-        while collected < target_frames:
-            with timeit("collecting"):
-                data = next(collector_iter)
-            data = data.reshape(batch_envs, -1)
-            iteration += 1
-            collected += data.numel()
-            metrics = {}
-            if reward_transform is not None:
-                with timeit("compute_model_rewards"):
-                    data = reward_transform(data)
-                metrics.update(reward_agreement(data, reward_transform))
-            metrics["rollout/rewards"] = data["next", "reward"].mean().item()
-            if p.bootstrap_success:
-                _mark_no_bootstrap(data)
-            metrics.update(stats.update(data))
-            with timeit("training"):
-                train_actor = collected - start.collected > p.critic_warmup_frames
-                metrics.update(_update(data, advantage, loss_module, optim, buffer, p, train_actor))
-            if eval_env is not None and iteration % cfg.eval.interval == 0:
-                with timeit("eval"):
-                    metrics.update(evaluate(actor, eval_env, cfg.eval.num_episodes))
-            times = _pop_times()  # seconds per phase of this iteration
-            metrics.update(times)
-            metrics["time/sps"] = data.numel() / max(times.get("time/collecting", 0.0), 1e-9)
-            if "time/compute_model_rewards" in times:
-                iteration_s = sum(v for k, v in times.items() if k != "time/eval")
-                metrics["time/reward_share"] = times["time/compute_model_rewards"] / iteration_s
-            metrics["time/elapsed"] = start.elapsed + run_timer.elapsed()
-            if recorder is not None:
-                metrics.update({f"collect/{k}": float(v) for k, v in recorder.counts.items()})
-            if logger is not None:
-                for key, value in metrics.items():
-                    logger.log_scalar(key, value, step=collected)
-            pbar.update(_bar_position(bar_recorder, collected) - pbar.n)
-            pbar.set_postfix(_postfix(metrics, recorder))
-            done_recording = recorder is not None and recorder.done
-            if (
-                iteration % cfg.runner.save_interval == 0
-                or collected >= target_frames
-                or (done_recording and cfg.collect.stop_when_done)
-            ):
-                save_checkpoint(
-                    checkpoint_path(run_dir),
-                    {
-                        **identity,
-                        "actor": actor.state_dict(),
-                        "critic": critic.state_dict(),
-                        "optim": optim.state_dict(),
-                        "collected_frames": collected,
-                        "iteration": iteration,
-                        "target_frames": target_frames,
-                        "reward": reward_name,
-                        # The backend that scored the learned reward (what the report names).
-                        "reward_backend": (
-                            reward_transform.backend.name if reward_transform is not None else None
-                        ),
-                        "config": OmegaConf.to_container(cfg, resolve=True),
-                        "metrics": metrics,
-                        "elapsed": metrics["time/elapsed"],
-                    },
-                )
-            if done_recording and cfg.collect.stop_when_done:
-                log.info("Collection targets met: %s", recorder.progress())
-                break
-    finally:
-        pbar.close()
-        collector.shutdown()
-        if recorder is not None:
-            recorder.close()
-        if eval_env is not None and not eval_env.is_closed:
-            eval_env.close()
-    return metrics
+    return _Learner(actor, critic, optim, identity)
 
 
 @dataclass
-class _Start:
-    """Where a run starts: frames and iterations done, its frame budget, wall time so far."""
+class _Progress:
+    """How far a run is: frames and iterations done, and the frames it runs to."""
 
     collected: int
     iteration: int
     target_frames: int
+
+
+@dataclass
+class _Start:
+    """Where a run starts: its progress, its wall time so far, any warm-start metrics."""
+
+    progress: _Progress
     elapsed: float = 0.0
     warm_metrics: dict[str, float] = field(default_factory=dict)
 
 
-def _initialise(
-    cfg: DictConfig,
-    actor: torch.nn.Module,
-    critic: torch.nn.Module,
-    optim: torch.optim.Optimizer,
-    identity: dict[str, Any],
-    reward_name: str,
-) -> _Start:
+def _initialise(cfg: DictConfig, learner: _Learner, reward_name: str) -> _Start:
     """Where training starts.
 
     ``runner.resume_dir`` continues a run (an interrupted one on the same reward is finished;
@@ -333,31 +371,32 @@ def _initialise(
     total = int(cfg.ppo.total_frames)
     source = cfg.runner.resume_dir or cfg.runner.init_from
     if source:
-        state = load_checkpoint(source, expect=identity)
-        actor.load_state_dict(state["actor"])
-        critic.load_state_dict(state["critic"])
+        state = load_checkpoint(source, expect=learner.identity)
+        learner.actor.load_state_dict(state["actor"])
+        learner.critic.load_state_dict(state["critic"])
     if cfg.runner.resume_dir:
         collected, iteration = state["collected_frames"], state["iteration"]
         if state.get("reward") == reward_name:  # an interrupted run: finish it
-            optim.load_state_dict(state["optim"])
-            return _Start(collected, iteration, state["target_frames"], state.get("elapsed", 0.0))
+            learner.optim.load_state_dict(state["optim"])
+            progress = _Progress(collected, iteration, state["target_frames"])
+            return _Start(progress, state.get("elapsed", 0.0))
         log.info(
             "Warm start from %s (%s reward) on the %s reward",
             cfg.runner.resume_dir,
             state.get("reward"),
             reward_name,
         )
-        return _Start(collected, iteration, collected + total)
+        return _Start(_Progress(collected, iteration, collected + total))
     if cfg.runner.init_from:
         log.info("New run from %s (%s reward)", cfg.runner.init_from, state.get("reward"))
-        return _Start(0, 0, total)
+        return _Start(_Progress(0, 0, total))
     if cfg.warmstart.enabled:
         demo_env = make_env(cfg.env, num_envs=1)
         try:
             demo_env.set_seed(cfg.seed + 20_000)
             metrics = warm_start(
-                actor,
-                critic,
+                learner.actor,
+                learner.critic,
                 demo_env,
                 cfg.warmstart,
                 control_mode=cfg.env.control_mode,
@@ -367,8 +406,53 @@ def _initialise(
             )
         finally:
             demo_env.close()
-        return _Start(0, 0, total, warm_metrics=metrics)
-    return _Start(0, 0, total)
+        return _Start(_Progress(0, 0, total), warm_metrics=metrics)
+    return _Start(_Progress(0, 0, total))
+
+
+def _time_metrics(frames: int, elapsed: float) -> dict[str, float]:
+    """This iteration's seconds per phase, its collection speed (``time/sps``), the learned
+    reward's share of its time, and the run's wall time so far (``time/elapsed``)."""
+    times = _pop_times()
+    metrics = {**times, "time/sps": frames / max(times.get("time/collecting", 0.0), 1e-9)}
+    if "time/compute_model_rewards" in times:
+        iteration_s = sum(v for k, v in times.items() if k != "time/eval")
+        metrics["time/reward_share"] = times["time/compute_model_rewards"] / iteration_s
+    metrics["time/elapsed"] = elapsed
+    return metrics
+
+
+def _log_scalars(logger: Logger | None, metrics: dict[str, float], step: int) -> None:
+    """Log every metric at ``step`` (frames collected); no logger (``logger.backend=""``): none."""
+    if logger is not None:
+        for key, value in metrics.items():
+            logger.log_scalar(key, value, step=step)
+
+
+def _checkpoint_state(
+    cfg: DictConfig,
+    learner: _Learner,
+    progress: _Progress,
+    reward_transform: RewardTransform | None,
+    metrics: dict[str, float],
+) -> dict[str, Any]:
+    """What ``ppo_last.pt`` holds: the identity a resume checks, weights and optimiser, the
+    progress, the reward trained on, the resolved config and the last metrics."""
+    return {
+        **learner.identity,
+        "actor": learner.actor.state_dict(),
+        "critic": learner.critic.state_dict(),
+        "optim": learner.optim.state_dict(),
+        "collected_frames": progress.collected,
+        "iteration": progress.iteration,
+        "target_frames": progress.target_frames,
+        "reward": _reward_name(cfg),
+        # The backend that scored the learned reward (what the report names).
+        "reward_backend": reward_transform.backend.name if reward_transform is not None else None,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "metrics": metrics,
+        "elapsed": metrics["time/elapsed"],
+    }
 
 
 def _mark_no_bootstrap(data: TensorDictBase) -> None:
@@ -437,9 +521,30 @@ def _update(
     return out
 
 
-def _bar_position(recorder: EpisodeRecorder | None, collected: int) -> int:
-    """Episodes recorded with a recorder (it writes none past a target), else frames collected."""
-    return collected if recorder is None else sum(recorder.counts.values())
+class _ProgressBar:
+    """tqdm over the frames collected, or over the episodes recorded when recording ends the
+    run (the recorder writes none past a target)."""
+
+    def __init__(self, cfg: DictConfig, recorder: EpisodeRecorder | None, progress: _Progress):
+        by_episodes = recorder is not None and cfg.collect.stop_when_done
+        self._recorder = recorder
+        self._counter = recorder if by_episodes else None
+        self._bar = tqdm.tqdm(
+            total=sum(recorder.targets.values()) if by_episodes else progress.target_frames,
+            initial=self._position(progress.collected),
+            unit="episodes" if by_episodes else "frames",
+            disable=not cfg.runner.progress,
+        )
+
+    def _position(self, collected: int) -> int:
+        return collected if self._counter is None else sum(self._counter.counts.values())
+
+    def update(self, collected: int, metrics: dict[str, float]) -> None:
+        self._bar.update(self._position(collected) - self._bar.n)
+        self._bar.set_postfix(_postfix(metrics, self._recorder))
+
+    def close(self) -> None:
+        self._bar.close()
 
 
 def _postfix(metrics: dict[str, float], recorder: Any) -> dict[str, str]:

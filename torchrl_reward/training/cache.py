@@ -12,21 +12,23 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tensordict import MemoryMappedTensor
 
-from torchrl_reward.data import list_episode_files, load_episode
-from torchrl_reward.data.episode_io import PROPRIO_KEYS
+from torchrl_reward.data import list_episode_files
+from torchrl_reward.data.episode_io import PROPRIO_KEYS, iter_episodes
 from torchrl_reward.utils import atomic_write
 
 CACHE_VERSION = 2
 # Per-frame flags kept beside the pixels, with the robot state (PROPRIO_KEYS), when every
 # episode file has them.
 FLAG_KEYS = ("is_obj_placed", "is_robot_static")
+# Not TensorDict.memmap_/load_memmap: gathers read the same MemoryMappedTensor (within 5% on
+# 20k 128 px frames, B=32/256), but it needs the frame count before the first write, so the
+# whole dataset in RAM (3.0-4.1 s build vs 0.8-2.3 s here) or a second pass over the episodes.
 _PIXELS = "pixels.u8"
 _INDEX = "index.pt"
 
@@ -118,22 +120,18 @@ def _open(root: Path, fingerprint: str) -> FrameCache | None:
 
 
 def _write(data_path: Path, files: list[Path], build_dir: Path, fingerprint: str) -> None:
-    """Append each readable episode's frames to the pixel file; write the index last."""
-    labels, episodes, steps, kept, episode_success, skipped = [], [], [], [], [], []
+    """Append each readable episode's frames to the pixel file; write the index last.
+
+    Unreadable files are skipped (and named in a warning) by :func:`iter_episodes`.
+    """
+    labels, episodes, steps, kept, episode_success = [], [], [], [], []
     extras: dict[str, list[torch.Tensor]] = {key: [] for key in (*FLAG_KEYS, *PROPRIO_KEYS)}
     lacking: dict[str, str] = {}
-    problems = []
     frame_shape: tuple[int, ...] | None = None
     first_file = None
     with open(build_dir / _PIXELS, "wb") as out:
-        for path in files:
+        for path, episode in iter_episodes(data_path, files):
             rel = str(path.relative_to(data_path))
-            try:
-                episode = load_episode(path)
-            except (ValueError, OSError) as err:  # a corrupt file must not stop the build
-                skipped.append(rel)
-                problems.append(str(err))
-                continue
             pixels = episode.get("pixels")
             if frame_shape is None:
                 frame_shape, first_file = tuple(pixels.shape[1:]), rel
@@ -159,18 +157,8 @@ def _write(data_path: Path, files: list[Path], build_dir: Path, fingerprint: str
                     values.append(episode.get(key))
         out.flush()
         os.fsync(out.fileno())
-    if problems:
-        warnings.warn(
-            f"Skipped {len(problems)} unreadable episode file(s) under {data_path}; first: "
-            f"{problems[0]}",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    if not kept:
-        raise ValueError(
-            f"No readable episodes under {str(data_path)!r} ({len(files)} files, "
-            f"{len(skipped)} unreadable); record episodes first."
-        )
+    read = set(kept)
+    skipped = [rel for path in files if (rel := str(path.relative_to(data_path))) not in read]
     labels_t = torch.cat(labels)
     index = {
         "version": CACHE_VERSION,
@@ -226,11 +214,6 @@ def build_frame_cache(
     if not data_path.is_dir():
         raise FileNotFoundError(f"data_path {str(data_path)!r} is not a directory.")
     files = list_episode_files(data_path)
-    if not files:
-        raise ValueError(
-            f"No episode files under {str(data_path)!r} (expected success/*.pkl and "
-            "failure/*.pkl); record episodes first."
-        )
     cache_dir = data_path / ".cache" if cache_dir is None else Path(cache_dir)
     fingerprint = fingerprint_files(data_path, files)
     final = cache_dir / fingerprint

@@ -1,4 +1,5 @@
-"""Binary classification metrics in pure torch: confusion counts, ROC, threshold at a target FPR.
+"""Binary classification metrics: ROC and its area from torchmetrics, confusion counts and the
+threshold at a target FPR in a few lines of torch.
 
 A success classifier used as a reward is judged by its false-positive rate first (false
 successes are what RL exploits), so the decision threshold is chosen from an FPR target.
@@ -6,7 +7,10 @@ successes are what RL exploits), so the decision threshold is chosen from an FPR
 
 from __future__ import annotations
 
+import warnings
+
 import torch
+from torchmetrics.functional.classification import binary_auroc, binary_roc
 
 
 def _check(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,31 +31,28 @@ def roc_curve(
 
     Point ``i`` is the rule ``score >= thresholds[i]``; the first point's threshold is ``+inf``.
     Tied scores form one point, so the curve (and its area) does not depend on the order of ties.
+    Scores outside ``[0, 1]`` are read as logits (torchmetrics' convention): the thresholds are
+    then their sigmoids. A rate whose class is absent (TPR without positives, FPR without
+    negatives) is NaN, where torchmetrics warns and returns zeros.
     """
     scores, labels = _check(scores, labels)
-    order = torch.argsort(scores, descending=True, stable=True)
-    scores, labels = scores[order], labels[order]
-    tps = torch.cumsum(labels, 0, dtype=torch.float64)
-    fps = torch.cumsum(~labels, 0, dtype=torch.float64)
-    # The last index of each run of equal scores.
-    last = torch.ones_like(labels)
-    last[:-1] = scores[1:] != scores[:-1]
-    zero = torch.zeros(1, dtype=torch.float64)
-    tps = torch.cat([zero, tps[last]])
-    fps = torch.cat([zero, fps[last]])
-    thresholds = torch.cat([torch.full((1,), float("inf"), dtype=torch.float64), scores[last]])
-    n_pos, n_neg = labels.sum().item(), (~labels).sum().item()
-    tpr = tps / n_pos if n_pos else torch.full_like(tps, float("nan"))
-    fpr = fps / n_neg if n_neg else torch.full_like(fps, float("nan"))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "No (positive|negative) samples", UserWarning)
+        fpr, tpr, thresholds = binary_roc(scores, labels, validate_args=False)
+    thresholds[0] = float("inf")  # torchmetrics starts at 1.0, which a score of 1.0 passes
+    if labels.all():
+        fpr = torch.full_like(fpr, float("nan"))
+    if not labels.any():
+        tpr = torch.full_like(tpr, float("nan"))
     return fpr, tpr, thresholds
 
 
 def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     """Area under the ROC curve (ties count one half); NaN when one class is absent."""
-    fpr, tpr, _ = roc_curve(scores, labels)
-    if torch.isnan(fpr).any() or torch.isnan(tpr).any():
+    scores, labels = _check(scores, labels)
+    if labels.all() or not labels.any():
         return float("nan")
-    return torch.trapezoid(tpr, fpr).item()
+    return binary_auroc(scores, labels, validate_args=False).item()
 
 
 def confusion_metrics(pred: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -72,6 +73,8 @@ def confusion_metrics(pred: torch.Tensor, labels: torch.Tensor) -> dict[str, flo
             f"{labels.numel()}."
         )
     labels = labels.to(pred.device)
+    # Not torchmetrics' binary_stat_scores: it gives only these counts, 4-8x slower (0.17 vs
+    # 0.04 ms on 5k frames, 0.54 vs 0.07 ms on 26k), and its ratios read 0/0 as 0, not NaN.
     # One host sync for the four counts.
     tp, fp, fn, tn = torch.stack(
         [
@@ -124,6 +127,9 @@ def threshold_at_fpr(probs: torch.Tensor, labels: torch.Tensor, target_fpr: floa
     negatives = probs[~labels].to(torch.float32)
     if negatives.numel() == 0:
         raise ValueError("threshold_at_fpr needs at least one negative (failure) example.")
+    # Not torchmetrics' binary_sensitivity_at_specificity: its threshold is the next data score
+    # above the excluded negative, not the float just above it (same recall on this data, less
+    # on new frames scoring in between), and it is 8-12x slower (0.6 vs 0.08 ms on 5k frames).
     allowed = int(target_fpr * negatives.numel() + 1e-9)
     kth = torch.topk(negatives, allowed + 1).values[-1]
     above = torch.nextafter(kth, torch.tensor(float("inf"), dtype=torch.float32))

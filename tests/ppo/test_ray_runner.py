@@ -1,0 +1,111 @@
+"""``runner=ray``: PPO with remote collectors on a local Ray cluster and the real CPU env."""
+
+import pickle
+
+import pytest
+import ray
+import torch
+
+from torchrl_reward.distributed import ray_session
+from torchrl_reward.hydra_configs import load_config
+from torchrl_reward.models import ResNetRewardModel
+from torchrl_reward.ppo import train_ppo
+from torchrl_reward.ppo.models import make_ppo_models
+from torchrl_reward.ppo.ray_runner import SEED_STRIDE, RayRollouts
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+LOGIT = 2.0
+P_SUCCESS = torch.sigmoid(torch.tensor(LOGIT)).item()
+
+# 2 collectors x 1 env, 10-step episodes: one episode per collector and iteration.
+SMALL = [
+    "runner=ray",
+    "runner.num_collectors=2",
+    "runner.num_cpus=3",
+    "runner.object_store_mb=200",
+    "runner.progress=false",
+    "runner.save_interval=1",
+    "env.num_envs=1",
+    "env.max_episode_steps=10",
+    "ppo.num_steps=10",
+    "ppo.num_epochs=1",
+    "ppo.num_minibatches=2",
+    "ppo.hidden_sizes=[32,32]",
+    "eval.interval=0",
+]
+
+
+def _constant_reward_model(path):
+    """A real reward model scoring every frame ``P_SUCCESS``: its rewards are recognisable."""
+    model = ResNetRewardModel(image_size=64)
+    with torch.no_grad():
+        model.head[-1].weight.zero_()
+        model.head[-1].bias.fill_(LOGIT)
+    return model.save(path)
+
+
+def test_weights_reach_every_collector_and_a_dead_one_stops_the_run():
+    cfg = load_config("ppo", SMALL)
+    with ray_session(cfg.runner):
+        rollouts = RayRollouts(cfg, pixels=False)
+        spec = rollouts.env
+        actor, _ = make_ppo_models(
+            spec.observation_spec["observation"].shape[-1],
+            spec.action_spec_unbatched,
+            hidden_sizes=[32, 32],
+            device=torch.device("cpu"),
+        )
+        try:
+            rollouts.make_collector(actor, 20, torch.device("cpu"))
+            batches = rollouts.batches()
+            for version in (1, 2, 3):
+                data = next(batches)
+                assert data.batch_size == (2, 1, 10)  # collectors, envs, steps
+                rollouts.check_batch(data)
+                assert rollouts.worker_versions() == [version, version]
+                rollouts.publish_weights()
+            assert rollouts.worker_versions() == [4, 4]
+            with pytest.raises(RuntimeError, match="weight hand-over failed"):
+                rollouts.check_batch(data)  # stamped with version 3: stale now
+            ray.kill(rollouts._collector.remote_collectors[0])
+            with pytest.raises(RuntimeError, match=r"(?s)collector died.*runner.resume_dir"):
+                next(batches)
+        finally:
+            rollouts.close()
+    assert not ray.is_initialized()
+
+
+def test_shared_reward_actor_and_one_episode_folder(tmp_path):
+    """The reward actor's rewards replace the env's; both collectors record into one folder
+    with distinct ids, and the run stops at the global target."""
+    model_path = _constant_reward_model(tmp_path / "reward.pt")
+    save_dir = tmp_path / "episodes"
+    cfg = load_config(
+        "ppo",
+        [
+            *SMALL,
+            "ppo.total_frames=200",
+            "env.image_size=64",
+            "reward=resnet",
+            f"reward.resnet.checkpoint_path={model_path}",
+            "reward.chunk_size=8",
+            "collect.enabled=true",
+            f"collect.save_dir={save_dir}",
+            "collect.target_success=0",
+            "collect.target_failure=3",
+        ],
+    )
+    metrics = train_ppo(cfg, tmp_path / "run")
+    assert metrics["rollout/rewards"] == pytest.approx(P_SUCCESS, abs=1e-6)  # the model's
+    assert metrics["env/episode_return"] == pytest.approx(10 * P_SUCCESS, abs=1e-5)
+    assert "reward_model/fpr" in metrics
+    assert metrics["collect/failure"] == 3  # 2 episodes per iteration, yet exactly the target
+    files = sorted((save_dir / "failure").glob("episode_*.pkl"))
+    assert len(files) == 3 and not list((save_dir / "success").glob("*.pkl"))
+    records = [pickle.loads(f.read_bytes()) for f in files]
+    assert len({r["episode_id"] for r in records}) == 3
+    assert {r["seed"] for r in records} == {cfg.seed, cfg.seed + SEED_STRIDE}  # both collectors
+    state = torch.load(tmp_path / "run/checkpoints/ppo_last.pt", weights_only=False)
+    assert state["reward_backend"] == "ray-torch" and state["iteration"] == 2
+    assert not ray.is_initialized()

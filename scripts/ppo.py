@@ -14,12 +14,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from torchrl_reward.ppo import train_ppo
+from torchrl_reward.ppo import make_ppo_config, train_ppo
 
 
 @hydra.main(config_path="../configs", config_name="ppo", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    train_ppo(cfg, HydraConfig.get().runtime.output_dir)
+    train_ppo(make_ppo_config(cfg), HydraConfig.get().runtime.output_dir)
 
 
 if __name__ == "__main__":

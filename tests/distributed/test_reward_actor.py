@@ -1,4 +1,5 @@
-"""The reward model actor: chunked scoring, RewardTransform semantics, a clear error at death."""
+"""The reward model actor: chunked scoring, RewardTransform semantics, a new checkpoint without a
+restart, a clear error at death."""
 
 import pytest
 import ray
@@ -53,6 +54,14 @@ def test_remote_rewards_equal_local_ones_in_chunks(tmp_path, terminal_only):
         assert stats["largest_chunk"] == min(frames, 16)
         for key in ("reward", "env_reward", "model_success_prob"):
             torch.testing.assert_close(remote["next", key], local["next", key], msg=key)
+        # A new checkpoint reaches the running actor: no restart, the same actor scores it.
+        retrained = ResNetRewardModel(image_size=32).save(tmp_path / "retrained.pt")
+        transform.load_checkpoint(retrained)
+        assert ray.get(actor.info.remote())["checkpoint"] == str(retrained)
+        relabelled = transform(_batch(40))["next", "model_success_prob"]
+        expected = RewardTransform(retrained, **kwargs)(_batch(40))["next", "model_success_prob"]
+        torch.testing.assert_close(relabelled, expected)
+        assert not torch.equal(relabelled, remote["next", "model_success_prob"])
         ray.kill(actor)
         with pytest.raises(RuntimeError, match="reward model actor 'reward_model' died"):
             transform(_batch(4))

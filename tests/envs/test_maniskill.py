@@ -144,6 +144,21 @@ def test_render_window_needs_at_least_one_step():
         ManiSkillEnv("PickCube-v1", pixels=True, render_frames="done", render_window=0)
 
 
+def test_reward_window_pays_only_the_last_steps_of_each_episode():
+    env = ManiSkillEnv(
+        "PickCube-v1", reward_window=2, max_episode_steps=5, ignore_terminations=True
+    )
+    try:
+        td = env.rollout(10, break_when_any_done=False)
+    finally:
+        env.close()
+    # The dense reward is positive at every step: only the window's steps keep it.
+    paid = td["next", "reward"].reshape(-1) > 0
+    assert paid.tolist() == [False, False, False, True, True] * 2
+    with pytest.raises(ValueError, match="reward_window"):
+        ManiSkillEnv("PickCube-v1", reward_window=0)
+
+
 def test_seeding_is_reproducible():
     def rollout():
         env = ManiSkillEnv("PickCube-v1", max_episode_steps=10)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import pickle
 import re
 from statistics import mean
 
@@ -15,6 +16,7 @@ from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.pipeline import StageError, run_pipeline
 from torchrl_reward.pipeline.report import classifier_verdict
 from torchrl_reward.ppo.checkpoint import checkpoint_path
+from torchrl_reward.ppo.ray_runner import SEED_STRIDE
 from torchrl_reward.viz import read_scalar
 
 pytestmark = pytest.mark.slow
@@ -158,3 +160,33 @@ def test_failing_stage_names_itself_and_its_log(tmp_path):
     with pytest.raises(StageError, match=r"stage 'collect' failed: .*teleop.*collect\.log"):
         run_pipeline(cfg)
     assert (tmp_path / "collect.log").read_text()
+
+
+@pytest.mark.ray
+def test_collect_and_ppo_stages_on_ray(tmp_path):
+    """``runner=ray``: both PPO stages step remote collectors (2 x 1 env), the episodes of both
+    land in the one data folder, and the learned reward is scored by the reward actor."""
+    cfg = load_config(
+        "pipeline",
+        [
+            "preset=tiny",
+            f"run_dir={tmp_path}",
+            "runner=ray",
+            "runner.num_collectors=2",
+            "runner.object_store_mb=200",
+            "collect.policy=ppo",
+            "ppo_init=kept_bc",
+            "export.enabled=false",
+        ],
+    )
+    cfg.ppo_overrides.append("ppo.total_frames=20")  # one batch: 2 collectors x 10 steps
+    run_pipeline(cfg)
+    records = [pickle.loads(f.read_bytes()) for f in list_episode_files(tmp_path / "data")]
+    assert len({r["episode_id"] for r in records}) == len(records)
+    assert {r["seed"] for r in records} == {cfg.seed, cfg.seed + SEED_STRIDE}  # both collectors
+    counts = json.loads((tmp_path / "pipeline.json").read_text())["stages"]["collect"]["counts"]
+    assert counts["success"] >= 2 and counts["failure"] >= 2
+    for stage in ("collect_ppo", "ppo"):
+        state = torch.load(checkpoint_path(tmp_path / stage), weights_only=False)
+        assert state["config"]["runner"]["name"] == "ray"
+    assert state["reward_backend"] == "ray-torch"

@@ -9,7 +9,7 @@ import torch
 from torchrl_reward.distributed import ray_session
 from torchrl_reward.hydra_configs import load_config
 from torchrl_reward.models import ResNetRewardModel
-from torchrl_reward.ppo import train_ppo
+from torchrl_reward.ppo import make_ppo_config, train_ppo
 from torchrl_reward.ppo.models import make_ppo_models
 from torchrl_reward.ppo.ray_runner import SEED_STRIDE, RayRollouts
 
@@ -46,7 +46,7 @@ def _constant_reward_model(path):
 
 
 def test_weights_reach_every_collector_and_a_dead_one_stops_the_run():
-    cfg = load_config("ppo", SMALL)
+    cfg = make_ppo_config(load_config("ppo", SMALL))
     with ray_session(cfg.runner):
         rollouts = RayRollouts(cfg, pixels=False)
         spec = rollouts.env

@@ -9,7 +9,7 @@ from torchrl.data import Bounded, Composite, Unbounded
 
 from torchrl_reward.hydra_configs import load_config
 from torchrl_reward.models import ResNetRewardModel
-from torchrl_reward.ppo import train_ppo
+from torchrl_reward.ppo import make_ppo_config, train_ppo
 from torchrl_reward.ppo.checkpoint import checkpoint_path, save_checkpoint
 from torchrl_reward.ppo.trainer import (
     _checkpoint_state,
@@ -39,6 +39,11 @@ SMALL = [
     "runner.save_interval=1",
     "runner.progress=false",
 ]
+
+
+def _typed(overrides):
+    """``configs/ppo.yaml`` with ``overrides``, as the typed config the trainer's parts take."""
+    return make_ppo_config(load_config("ppo", overrides))
 
 
 def _constant_reward_model(path):
@@ -137,7 +142,7 @@ def test_critic_warmup_leaves_the_actor_untouched(first_run, tmp_path):
 def test_checkpoint_state_is_what_a_resume_starts_from(tmp_path):
     """An interrupted run resumes at its progress with its weights and optimiser; on another
     reward the same checkpoint is a warm start with a fresh budget."""
-    cfg = load_config("ppo", ["ppo.hidden_sizes=[8]", "ppo.total_frames=30"])
+    cfg = _typed(["ppo.hidden_sizes=[8]", "ppo.total_frames=30"])
     env = SimpleNamespace(  # the two specs a learner is sized from
         observation_spec=Composite(observation=Unbounded(shape=(4,))),
         action_spec_unbatched=Bounded(-1.0, 1.0, shape=(2,)),
@@ -151,7 +156,7 @@ def test_checkpoint_state_is_what_a_resume_starts_from(tmp_path):
     assert state["config"]["ppo"]["total_frames"] == 30
     save_checkpoint(checkpoint_path(tmp_path), state)
 
-    resume = load_config("ppo", ["ppo.hidden_sizes=[8]", f"runner.resume_dir={tmp_path}"])
+    resume = _typed(["ppo.hidden_sizes=[8]", f"runner.resume_dir={tmp_path}"])
     resumed = _make_learner(resume, env, torch.device("cpu"))
     start = _initialise(resume, resumed, _reward_name(resume))
     assert start.progress == _Progress(20, 2, 40) and start.elapsed == 1.5
@@ -160,14 +165,13 @@ def test_checkpoint_state_is_what_a_resume_starts_from(tmp_path):
     steps = [v["step"] for v in resumed.optim.state_dict()["state"].values()]
     assert steps and all(step == 1 for step in steps)
 
-    sparse = load_config(
-        "ppo",
+    sparse = _typed(
         [
             "ppo.hidden_sizes=[8]",
             "ppo.total_frames=30",
             f"runner.resume_dir={tmp_path}",
             "env.reward_mode=sparse",
-        ],
+        ]
     )
     start = _initialise(sparse, _make_learner(sparse, env, torch.device("cpu")), "sparse")
     assert start.progress == _Progress(20, 2, 50) and start.elapsed == 0.0
@@ -242,13 +246,13 @@ def test_terminal_only_learned_reward_renders_and_pays_only_final_frames(tmp_pat
         "reward.terminal_only=true",
         f"reward.final_steps={final_steps}",
     ]
-    cfg = load_config("ppo", overrides)
+    cfg = _typed(overrides)
     transform = make_reward_transform(cfg.reward)
     assert _render_frames(cfg, transform) == {
         "render_frames": "done",
         "render_window": final_steps,
     }
-    recording = load_config("ppo", [*overrides, "collect.enabled=true"])
+    recording = _typed([*overrides, "collect.enabled=true"])
     assert _render_frames(recording, transform) == {"render_frames": "all"}
     metrics = train_ppo(cfg, tmp_path / "run")
     # 2 envs x 10 steps, one episode each: the last final_steps frames carry the model's reward.
@@ -266,7 +270,7 @@ def test_final_steps_needs_terminal_only_and_no_recording(tmp_path):
         "reward.final_steps=3",
     ]
     with pytest.raises(ValueError, match="terminal_only"):
-        make_reward_transform(load_config("ppo", overrides).reward)
+        make_reward_transform(_typed(overrides).reward)
     recording = load_config(
         "ppo", [*overrides, "reward.terminal_only=true", "collect.enabled=true"]
     )
@@ -282,14 +286,13 @@ def test_learned_reward_without_checkpoint_says_how(tmp_path):
 
 def test_reward_config_passes_backend_options(tmp_path):
     path = ResNetRewardModel(image_size=32).save(tmp_path / "reward.pt")
-    cfg = load_config(
-        "ppo",
+    cfg = _typed(
         [
             "reward=resnet",
             f"reward.resnet.checkpoint_path={path}",
             "reward.device=cpu",
             "reward.backend=torch",
             "reward.backend_kwargs.amp_dtype=bfloat16",
-        ],
+        ]
     )
     assert make_reward_transform(cfg.reward).backend.name == "torch-bfloat16"

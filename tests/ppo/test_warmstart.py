@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from torchrl_reward.envs import ManiSkillEnv
 from torchrl_reward.hydra_configs import load_config
 from torchrl_reward.ppo import make_ppo_models, train_ppo
+from torchrl_reward.ppo.config import WarmstartConfig
 from torchrl_reward.ppo.warmstart import (
     behaviour_clone,
     discounted_returns,
@@ -45,7 +45,7 @@ def test_cloned_actor_imitates_the_scripted_controller():
             return (torch.tanh(mean_net(demos["observation"])) - demos["action"]).pow(2).mean()
 
     before = action_error()
-    cfg = OmegaConf.create({"epochs": 60, "lr": 1e-3, "batch_size": 64, "init_scale": 0.3})
+    cfg = WarmstartConfig(epochs=60, lr=1e-3, batch_size=64, init_scale=0.3)
     metrics = behaviour_clone(actor, critic, demos, cfg, gamma=0.8)
     after = action_error()
     assert after < 0.1 < before  # the untrained actor's actions are near 0; the script's near ±1

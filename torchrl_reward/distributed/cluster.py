@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -21,8 +22,8 @@ def ray_init_kwargs(runner_cfg: Any) -> dict[str, Any]:
 
     ``runner.address`` is all that differs between a laptop and a cluster: ``null`` starts a
     small cluster bound to the loopback interface (no dashboard, an object store of
-    ``runner.object_store_mb``); ``auto`` or ``<head>:6379`` joins a running one, whose own
-    ``ray start`` settings then hold.
+    ``runner.object_store_mb``, :func:`local_cpus` CPUs); ``auto`` or ``<head>:6379`` joins a
+    running one, whose own ``ray start`` settings then hold.
     """
     kwargs: dict[str, Any] = {"namespace": runner_cfg.namespace, "log_to_driver": True}
     if runner_cfg.address:
@@ -35,11 +36,26 @@ def ray_init_kwargs(runner_cfg: Any) -> dict[str, Any]:
     return {
         **kwargs,
         "address": "local",
-        "num_cpus": runner_cfg.num_cpus,
+        "num_cpus": local_cpus(runner_cfg),
         "object_store_memory": store_mb << 20,
         "include_dashboard": False,
         "_node_ip_address": LOOPBACK,
     }
+
+
+def local_cpus(runner_cfg: Any) -> int:
+    """The CPUs a local cluster offers: ``runner.num_cpus``, or by default the machine's, raised
+    to what the run's actors reserve (its collectors and the reward actor).
+
+    Ray's CPUs are scheduling tokens: on a 2-core laptop two collectors and the reward actor
+    share the cores instead of waiting forever for a CPU that never frees.
+    """
+    if runner_cfg.num_cpus is not None:
+        return int(runner_cfg.num_cpus)
+    reserved = (
+        runner_cfg.num_collectors * runner_cfg.collector_cpus + runner_cfg.reward_actor.num_cpus
+    )
+    return max(os.cpu_count() or 1, math.ceil(reserved))
 
 
 @contextlib.contextmanager

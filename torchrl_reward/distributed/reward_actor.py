@@ -232,6 +232,12 @@ class RemoteRewardTransform(RewardTransform):
         self.__dict__["_scorer"] = RemoteScorer(*self.__dict__["_remote"])
         return self
 
+    def _load_scorer(self, checkpoint_path: str | os.PathLike) -> None:
+        """The actor loads the new checkpoint (no restart); every collector scores with it."""
+        actor, name, timeout_s = self.__dict__["_remote"]
+        _remote_call(actor, name, "load", str(checkpoint_path), timeout_s=timeout_s)
+        self.set_reward_device(None)
+
     def actor_stats(self) -> dict[str, float]:
         """The actor's counters (:meth:`RewardModelActor.stats`)."""
         actor, name, timeout_s = self.__dict__["_remote"]

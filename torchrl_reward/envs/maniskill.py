@@ -165,6 +165,12 @@ class ManiSkillWrapper(EnvBase):
             the last ``render_window`` steps before the time limit (``1``: only the frames that
             end an episode), for a reward that scores an episode's final steps. The bool key
             ``"rendered"`` then marks the real frames. Defaults to ``1``.
+        reward_window (int, optional): pay the env's reward only at the steps that end an
+            episode or lie within ``reward_window`` steps of the time limit (0 elsewhere): the
+            simulator's own signal at exactly the steps a final-steps learned reward scores
+            (``render_window`` with ``RewardTransform(score_key="rendered")``), the control arm
+            that tells the classifier's errors from the cost of paying only final steps.
+            Defaults to ``None`` (every step).
         ignore_terminations (bool, optional): report ``terminated=False`` so episodes run on
             past success until truncation (more positive frames per success episode).
             Defaults to ``False``.
@@ -184,6 +190,7 @@ class ManiSkillWrapper(EnvBase):
         pixels: bool = False,
         render_frames: str = "all",
         render_window: int = 1,
+        reward_window: int | None = None,
         ignore_terminations: bool = False,
         device: Any = None,
     ) -> None:
@@ -191,8 +198,9 @@ class ManiSkillWrapper(EnvBase):
             raise ValueError(
                 f"render_frames must be one of {RENDER_FRAMES}, got {render_frames!r}."
             )
-        if render_window < 1:
-            raise ValueError(f"render_window must be >= 1 steps, got {render_window}.")
+        for name, window in (("render_window", render_window), ("reward_window", reward_window)):
+            if window is not None and window < 1:
+                raise ValueError(f"{name} must be >= 1 steps, got {window}.")
         base = env.unwrapped
         sim_device = torch.device(str(base.device))
         super().__init__(
@@ -203,10 +211,12 @@ class ManiSkillWrapper(EnvBase):
         self.pixels = pixels
         self.render_frames = render_frames
         self.render_window = render_window
+        self.reward_window = reward_window
         self._time_limit = _time_limit(env)
-        if render_window > 1 and self._time_limit is None:
+        if max(render_window, reward_window or 1) > 1 and self._time_limit is None:
             raise ValueError(
-                "render_window > 1 needs the env's time limit (make it with max_episode_steps)."
+                "render_window or reward_window > 1 needs the env's time limit (make it with "
+                "max_episode_steps)."
             )
         self.ignore_terminations = ignore_terminations
         if pixels and env.render_mode != "rgb_array":
@@ -276,21 +286,22 @@ class ManiSkillWrapper(EnvBase):
             if self.render_frames == "all":
                 td.set("pixels", self._env.render().to(self.device, torch.uint8))
             else:
-                rendered = self._in_window(done)
+                rendered = self._in_window(done, self.render_window)
                 td.set("pixels", self._frame(rendered))
                 td.set("rendered", rendered)
         return td
 
-    def _in_window(self, done: torch.Tensor | None) -> torch.Tensor:
-        """Envs whose frame ``render_frames="done"`` renders: those that ended an episode or are
-        within ``render_window`` steps of the time limit (``[num_envs, 1]``, bool)."""
+    def _in_window(self, done: torch.Tensor | None, steps: int) -> torch.Tensor:
+        """Envs that ended an episode or are within ``steps`` steps of the time limit
+        (``[num_envs, 1]``, bool): the frames ``render_frames="done"`` renders
+        (``render_window``) and the steps ``reward_window`` pays."""
         shape = (*self.batch_size, 1)
         if done is None:  # a reset: no episode ends here
             return torch.zeros(shape, dtype=torch.bool, device=self.device)
         window = done.reshape(shape).to(self.device)
-        if self.render_window > 1:
+        if steps > 1:
             elapsed = self._column(self.base_env.elapsed_steps, torch.long)
-            window = window | (elapsed > self._time_limit - self.render_window)
+            window = window | (elapsed > self._time_limit - steps)
         return window
 
     def _frame(self, rendered: torch.Tensor) -> torch.Tensor:
@@ -324,11 +335,15 @@ class ManiSkillWrapper(EnvBase):
         if self.ignore_terminations:
             terminated = torch.zeros_like(terminated)
         truncated = self._column(truncated, torch.bool)
-        td = self._observe(obs, info, done=terminated | truncated)
-        td.set("reward", self._column(reward, torch.float32))
+        done = terminated | truncated
+        td = self._observe(obs, info, done=done)
+        reward = self._column(reward, torch.float32)
+        if self.reward_window is not None:
+            reward = reward * self._in_window(done, self.reward_window)
+        td.set("reward", reward)
         td.set("terminated", terminated)
         td.set("truncated", truncated)
-        td.set("done", terminated | truncated)
+        td.set("done", done)
         return td
 
     def _set_seed(self, seed: int | None) -> None:
@@ -350,6 +365,9 @@ class ManiSkillEnv(ManiSkillWrapper):
             end an episode (the others are black). Defaults to ``"all"``.
         render_window (int, optional): with ``render_frames="done"``, also render the last
             ``render_window`` steps before the time limit. Defaults to ``1``.
+        reward_window (int, optional): pay the env's reward only at the steps that end an
+            episode or lie within ``reward_window`` steps of the time limit, see
+            :class:`ManiSkillWrapper`. Defaults to ``None`` (every step).
         num_envs (int, optional): parallel envs in one GPU simulation. The CPU simulator runs
             one env per process: parallelise it with :class:`~torchrl.envs.ParallelEnv`.
             Defaults to ``1``.
@@ -384,6 +402,7 @@ class ManiSkillEnv(ManiSkillWrapper):
         pixels: bool = False,
         render_frames: str = "all",
         render_window: int = 1,
+        reward_window: int | None = None,
         num_envs: int = 1,
         max_episode_steps: int = 50,
         image_size: int = 128,
@@ -420,6 +439,7 @@ class ManiSkillEnv(ManiSkillWrapper):
             pixels=pixels,
             render_frames=render_frames,
             render_window=render_window,
+            reward_window=reward_window,
             ignore_terminations=ignore_terminations,
             device=device,
         )

@@ -17,6 +17,7 @@ from torchrl.envs import TransformedEnv
 
 from torchrl_reward.data import EpisodeRecorder
 from torchrl_reward.envs.scripted import ScriptedPickPolicy
+from torchrl_reward.ppo.config import EnvConfig
 from torchrl_reward.ppo.envs import make_env
 
 
@@ -26,7 +27,7 @@ def _near_miss_offset(distance: float, generator: torch.Generator) -> tuple[floa
     return (distance * math.cos(angle), distance * math.sin(angle), 0.0)
 
 
-def collect_scripted(cfg: DictConfig, env_cfg: DictConfig, save_dir: str, seed: int) -> dict:
+def collect_scripted(cfg: DictConfig, env_cfg: EnvConfig, save_dir: str, seed: int) -> dict:
     """Record scripted episodes into ``save_dir`` until both targets are met; return counts.
 
     Each round plays one episode per env with the behaviour the emptier class needs: a noisy

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,9 @@ from torchrl_reward.inference.export import export_from_episodes, export_options
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.pipeline.collect import collect_scripted
 from torchrl_reward.pipeline.report import write_report
-from torchrl_reward.ppo import evaluate, make_env, make_ppo_models, train_ppo
+from torchrl_reward.ppo import evaluate, make_env, make_ppo_config, make_ppo_models, train_ppo
 from torchrl_reward.ppo.checkpoint import checkpoint_path, load_checkpoint
+from torchrl_reward.ppo.config import EnvConfig, PPORunConfig
 from torchrl_reward.training import train_reward_model
 from torchrl_reward.utils import atomic_write
 
@@ -66,8 +67,9 @@ def _save_state(run_dir: Path, state: dict[str, Any]) -> None:
         json.dump(state, f, indent=2)
 
 
-def _env_cfg(cfg: DictConfig, control_mode: str) -> DictConfig:
-    env_cfg = load_config("ppo").env
+def _env_cfg(cfg: DictConfig, control_mode: str) -> EnvConfig:
+    """The ``ppo`` config's env with the collection's episode length, frames and actions."""
+    env_cfg = make_ppo_config(load_config("ppo")).env
     env_cfg.max_episode_steps = cfg.collect.max_episode_steps
     env_cfg.image_size = cfg.collect.image_size
     env_cfg.ignore_terminations = cfg.collect.ignore_terminations
@@ -75,24 +77,32 @@ def _env_cfg(cfg: DictConfig, control_mode: str) -> DictConfig:
     return env_cfg
 
 
-def _start_overrides(ppo_dir: Path) -> list[str]:
-    """Finish the stage's own interrupted run; otherwise the ``init`` group says where to start."""
+# The runner keys a stage decides (where its run starts and resumes), not the job's runner group.
+_STAGE_RUNNER_KEYS = ("resume_dir", "init_from", "save_interval", "progress")
+
+
+def _ppo_config(
+    cfg: DictConfig, ppo_dir: Path, groups: Sequence[str], overrides: Sequence[str]
+) -> PPORunConfig:
+    """A stage's PPO config, run in ``ppo_dir``.
+
+    Composed from ``configs/ppo.yaml`` with the ``init`` group of ``cfg.ppo_init``, the
+    stage's other group choices (``groups``) and the user's ``overrides``; then the job's
+    runner (``cfg.runner``: where the envs step, not where the run starts), seed, frame size
+    and progress bar (values the job or a stage sets win over the same keys in ``overrides``).
+    The stage's own interrupted run is finished; otherwise the ``init`` group says where to
+    start.
+    """
+    choices = [f"init={cfg.ppo_init}", f"runner={cfg.runner.name}", *groups]
+    cluster = {k: v for k, v in cfg.runner.items() if k not in _STAGE_RUNNER_KEYS}
+    composed = load_config("ppo", [*choices, *overrides])
+    ppo_cfg = make_ppo_config(OmegaConf.merge(composed, {"runner": cluster}))
+    ppo_cfg.seed = cfg.seed
+    ppo_cfg.env.image_size = cfg.collect.image_size
+    ppo_cfg.runner.progress = True
     if checkpoint_path(ppo_dir).is_file():
-        return [f"runner.resume_dir={ppo_dir}"]
-    return []
-
-
-def _ppo_config(cfg: DictConfig, extra: list[str]) -> DictConfig:
-    return load_config(
-        "ppo",
-        [
-            f"init={cfg.ppo_init}",
-            f"seed={cfg.seed}",
-            f"env.image_size={cfg.collect.image_size}",
-            "runner.progress=true",
-            *extra,
-        ],
-    )
+        ppo_cfg.runner.resume_dir = str(ppo_dir)
+    return ppo_cfg
 
 
 def _stage_collect(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -104,20 +114,14 @@ def _stage_collect(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     elif cfg.collect.policy == "ppo":
         c = cfg.collect
         ppo_dir = run_dir / "collect_ppo"
-        ppo_cfg = _ppo_config(
-            cfg,
-            [
-                *_start_overrides(ppo_dir),
-                "collect.enabled=true",
-                f"collect.save_dir={data_dir}",
-                f"collect.target_success={c.target_success}",
-                f"collect.target_failure={c.target_failure}",
-                f"collect.frames_after_success={c.frames_after_success}",
-                f"env.ignore_terminations={c.ignore_terminations}",
-                f"env.max_episode_steps={c.max_episode_steps}",
-                *c.ppo_overrides,
-            ],
-        )
+        ppo_cfg = _ppo_config(cfg, ppo_dir, [], c.ppo_overrides)
+        ppo_cfg.collect.enabled = True
+        ppo_cfg.collect.save_dir = str(data_dir)
+        ppo_cfg.collect.target_success = c.target_success
+        ppo_cfg.collect.target_failure = c.target_failure
+        ppo_cfg.collect.frames_after_success = c.frames_after_success
+        ppo_cfg.env.ignore_terminations = c.ignore_terminations
+        ppo_cfg.env.max_episode_steps = c.max_episode_steps
         train_ppo(ppo_cfg, ppo_dir)
         recorder = EpisodeRecorder(data_dir, c.target_success, c.target_failure)
         counts = recorder.counts
@@ -178,7 +182,7 @@ def _stage_export(cfg: DictConfig, run_dir: Path, reward_checkpoint: str) -> dic
     }
 
 
-def _success_rate(ppo_cfg: DictConfig, checkpoint: str | None, episodes: int) -> float:
+def _success_rate(ppo_cfg: PPORunConfig, checkpoint: str | None, episodes: int) -> float:
     """Deterministic success rate of a PPO checkpoint (or a fresh policy) on the sim."""
     env = make_env(ppo_cfg.env, num_envs=1)
     try:
@@ -198,17 +202,17 @@ def _stage_ppo(
     cfg: DictConfig, run_dir: Path, reward_checkpoint: str, export_dir: str | None
 ) -> dict[str, Any]:
     ppo_dir = run_dir / "ppo"
-    extra = ["reward=resnet", f"reward.resnet.checkpoint_path={reward_checkpoint}"]
+    ppo_cfg = _ppo_config(cfg, ppo_dir, ["reward=resnet"], cfg.ppo_overrides)
+    ppo_cfg.reward.resnet.checkpoint_path = reward_checkpoint
     if export_dir is not None:
-        extra.append(f"reward.export_dir={export_dir}")
-    ppo_cfg = _ppo_config(cfg, [*extra, *_start_overrides(ppo_dir), *cfg.ppo_overrides])
+        ppo_cfg.reward.export_dir = export_dir
     before = _success_rate(ppo_cfg, ppo_cfg.runner.init_from, cfg.eval_episodes)
     metrics = train_ppo(ppo_cfg, ppo_dir)
     after = _success_rate(ppo_cfg, str(checkpoint_path(ppo_dir)), cfg.eval_episodes)
     return {
         "success_before": before,
         "success_after": after,
-        "frames": int(ppo_cfg.ppo.total_frames),
+        "frames": ppo_cfg.ppo.total_frames,
         "last_metrics": metrics,
         "log_dir": str(ppo_dir / "logs"),
         "reward_backend": load_checkpoint(checkpoint_path(ppo_dir), expect={}).get(

@@ -1,4 +1,4 @@
-"""Training and evaluation envs for PPO, from the ``env`` config group."""
+"""Training and evaluation envs for PPO, from the ``env`` config (:class:`EnvConfig`)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from typing import Any
 from torchrl.envs import EnvBase, EnvCreator, ParallelEnv
 
 from torchrl_reward.envs import ManiSkillEnv
-from torchrl_reward.envs.maniskill import DEFAULT_VIEWS
+from torchrl_reward.ppo.config import EnvConfig
 
 
 def env_kwargs(
-    env_cfg: Any, *, pixels: bool, render_frames: str = "all", render_window: int = 1
+    env_cfg: EnvConfig, *, pixels: bool, render_frames: str = "all", render_window: int = 1
 ) -> dict[str, Any]:
-    """ManiSkillEnv keyword arguments from an ``env`` config node."""
+    """ManiSkillEnv keyword arguments from the ``env`` config."""
     return dict(
         env_id=env_cfg.env_id,
         pixels=pixels,
@@ -22,17 +22,18 @@ def env_kwargs(
         render_window=render_window,
         max_episode_steps=env_cfg.max_episode_steps,
         image_size=env_cfg.image_size,
-        views=list(env_cfg.get("views") or DEFAULT_VIEWS),
+        views=list(env_cfg.views),
         control_mode=env_cfg.control_mode,
         reward_mode=env_cfg.reward_mode,
         sim_backend=env_cfg.sim_backend,
-        render_backend=env_cfg.get("render_backend", "auto"),
+        render_backend=env_cfg.render_backend,
         ignore_terminations=env_cfg.ignore_terminations,
+        reward_window=env_cfg.reward_window,
     )
 
 
 def make_env(
-    env_cfg: Any,
+    env_cfg: EnvConfig,
     *,
     pixels: bool = False,
     render_frames: str = "all",

@@ -16,19 +16,19 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Iterator
+from dataclasses import asdict
 from functools import partial
-from typing import Any
 
 import ray
 import torch
-from omegaconf import DictConfig, OmegaConf
-from ray.exceptions import RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError
 from tensordict import TensorDict, TensorDictBase
 from torchrl.collectors.distributed import RayCollector
 from torchrl.envs import EnvBase, TransformedEnv
 from torchrl.envs.llm.transforms.policy_version import PolicyVersion
 
 from torchrl_reward.data import EpisodeRecorder, make_recorder
+from torchrl_reward.ppo.config import CollectConfig, EnvConfig, PPORunConfig
 from torchrl_reward.ppo.envs import make_env
 
 log = logging.getLogger(__name__)
@@ -37,23 +37,18 @@ SEED_STRIDE = 1000  # collector i seeds its envs from seed + i * SEED_STRIDE
 
 
 def worker_env(
-    env_cfg: dict[str, Any],
-    collect_cfg: dict[str, Any] | None,
+    env_cfg: EnvConfig,
+    collect_cfg: CollectConfig | None,
     seed: int,
     *,
     pixels: bool,
     render_frames: str = "all",
     render_window: int = 1,
 ) -> EnvBase:
-    """One collector's envs (and recorder), built in its Ray actor from plain config data."""
-    env = make_env(
-        OmegaConf.create(env_cfg),
-        pixels=pixels,
-        render_frames=render_frames,
-        render_window=render_window,
-    )
+    """One collector's envs (and recorder), built in its Ray actor from the pickled configs."""
+    env = make_env(env_cfg, pixels=pixels, render_frames=render_frames, render_window=render_window)
     if collect_cfg is not None:
-        env = TransformedEnv(env, make_recorder({**collect_cfg, "seed": seed}))
+        env = TransformedEnv(env, make_recorder({**asdict(collect_cfg), "seed": seed}))
     env.set_seed(seed)
     return env
 
@@ -66,7 +61,7 @@ class RayRollouts:
     ``collect.enabled``, a recorder that only reads the shared folder's counts.
 
     Args:
-        cfg (DictConfig): the ``scripts/ppo.py`` config with ``runner=ray``.
+        cfg (PPORunConfig): the run's config, with ``runner.name == "ray"``.
 
     Keyword Args:
         pixels (bool): render frames (for the learned reward or the recorder).
@@ -78,13 +73,13 @@ class RayRollouts:
 
     def __init__(
         self,
-        cfg: DictConfig,
+        cfg: PPORunConfig,
         *,
         pixels: bool,
         render_frames: str = "all",
         render_window: int = 1,
     ) -> None:
-        num_collectors = int(cfg.runner.num_collectors)
+        num_collectors = cfg.runner.num_collectors
         if num_collectors < 1:
             raise ValueError(f"runner.num_collectors must be >= 1, got {num_collectors}.")
         if not ray.is_initialized():
@@ -96,11 +91,11 @@ class RayRollouts:
             "render_window": render_window,
         }
         self.num_collectors = num_collectors
-        self.num_envs = num_collectors * int(cfg.env.num_envs)
+        self.num_envs = num_collectors * cfg.env.num_envs
         self.env = make_env(cfg.env, num_envs=1)
         self.recorder: EpisodeRecorder | None = None
         if cfg.collect.enabled:
-            self.recorder = make_recorder({**cfg.collect, "seed": cfg.seed})
+            self.recorder = make_recorder({**asdict(cfg.collect), "seed": cfg.seed})
         self.version = 0
         self._collector: RayCollector | None = None
 
@@ -114,13 +109,11 @@ class RayRollouts:
                 f"{frames_per_batch} frames per batch do not split over "
                 f"{self.num_collectors} collectors."
             )
-        env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
-        collect_cfg = OmegaConf.to_container(cfg.collect, resolve=True)
         makers = [
             partial(
                 worker_env,
-                env_cfg,
-                collect_cfg if cfg.collect.enabled else None,
+                cfg.env,
+                cfg.collect if cfg.collect.enabled else None,
                 cfg.seed + i * SEED_STRIDE,
                 **self._render,
             )
@@ -143,8 +136,26 @@ class RayRollouts:
                 "auto_register_policy_transforms": False,
             },
         )
+        self._wait_until_started(cfg.runner.start_timeout_s)
         self.publish_weights()
         return self._collector
+
+    def _wait_until_started(self, timeout_s: float) -> None:
+        """Wait for every collector actor to have built its envs.
+
+        The first weight hand-over opens a Gloo group that gives its members 60 s to join;
+        collectors still building ManiSkill envs on a loaded machine miss it, so they are
+        waited for first, with the run's own limit.
+        """
+        actors = self._collector.remote_collectors
+        try:
+            ray.get([actor.__ray_ready__.remote() for actor in actors], timeout=timeout_s)
+        except GetTimeoutError as err:
+            raise RuntimeError(
+                f"The {len(actors)} Ray collectors did not start within {timeout_s} s "
+                "(runner.start_timeout_s): is the cluster short of CPUs for "
+                "runner.num_collectors x runner.collector_cpus (`ray status`)?"
+            ) from err
 
     def batches(self) -> Iterator[TensorDictBase]:
         """The collector's batches; a dead collector is an error that says how to resume."""

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import tqdm
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tensordict import TensorDictBase
 from torchrl import timeit
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
@@ -28,6 +28,7 @@ from torchrl.record.loggers import Logger, get_logger
 from torchrl_reward.data import EpisodeRecorder, make_recorder
 from torchrl_reward.distributed import RemoteRewardTransform, ray_session, start_reward_actor
 from torchrl_reward.ppo.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from torchrl_reward.ppo.config import PPOHyperparams, PPORunConfig, RewardConfig, make_ppo_config
 from torchrl_reward.ppo.envs import make_env
 from torchrl_reward.ppo.metrics import EpisodeStats
 from torchrl_reward.ppo.models import make_ppo_models
@@ -72,18 +73,18 @@ def evaluate(actor: torch.nn.Module, env: EnvBase, num_episodes: int) -> dict[st
     }
 
 
-def _make_logger(cfg: DictConfig, run_dir: Path) -> Logger | None:
+def _make_logger(cfg: PPORunConfig, run_dir: Path) -> Logger | None:
     if not cfg.logger.backend:
         return None
     return get_logger(cfg.logger.backend, logger_name=str(run_dir), experiment_name="logs")
 
 
-def make_reward_transform(reward_cfg: DictConfig) -> RewardTransform:
+def make_reward_transform(reward_cfg: RewardConfig) -> RewardTransform:
     """The ``reward=resnet`` config group as a :class:`RewardTransform` for collected batches."""
     return RewardTransform(**reward_transform_kwargs(reward_cfg))
 
 
-def reward_transform_kwargs(reward_cfg: DictConfig) -> dict[str, Any]:
+def reward_transform_kwargs(reward_cfg: RewardConfig) -> dict[str, Any]:
     """:class:`RewardTransform`'s arguments from the ``reward=resnet`` group, checked."""
     if reward_cfg.reward_model_type != "resnet":
         raise ValueError(
@@ -95,7 +96,7 @@ def reward_transform_kwargs(reward_cfg: DictConfig) -> dict[str, Any]:
             "reward=resnet needs a trained model: reward.resnet.checkpoint_path=<save_dir>/"
             "reward_model_best.pt (scripts/train_reward.py writes it)."
         )
-    final_steps = int(reward_cfg.get("final_steps", 1))
+    final_steps = reward_cfg.final_steps
     if final_steps < 1 or (final_steps > 1 and not reward_cfg.terminal_only):
         raise ValueError(
             f"reward.final_steps={final_steps}: it counts the final frames scored per episode "
@@ -116,7 +117,8 @@ def reward_transform_kwargs(reward_cfg: DictConfig) -> dict[str, Any]:
         strict=reward_cfg.strict,
         backend=reward_cfg.backend,
         export_dir=reward_cfg.export_dir,
-        backend_kwargs=OmegaConf.to_container(reward_cfg.backend_kwargs),
+        backend_kwargs=dict(reward_cfg.backend_kwargs),
+        reload_on_change=reward_cfg.reload_on_change,
     )
 
 
@@ -139,28 +141,32 @@ def reward_agreement(batch: TensorDictBase, transform: RewardTransform) -> dict[
     }
 
 
-def _render_frames(cfg: DictConfig, reward_transform: RewardTransform | None) -> dict[str, Any]:
+def _render_frames(cfg: PPORunConfig, reward_transform: RewardTransform | None) -> dict[str, Any]:
     """``render_frames="done"`` when only an episode's final frames are ever looked at (a
     terminal-only learned reward, ``reward.final_steps`` of them, and no recording). Rendering is
     most of a CPU step's cost, so the arm then costs about what a state-only arm does."""
     if reward_transform is not None and reward_transform.terminal_only and not cfg.collect.enabled:
-        return {"render_frames": "done", "render_window": int(cfg.reward.get("final_steps", 1))}
+        return {"render_frames": "done", "render_window": cfg.reward.final_steps}
     return {"render_frames": "all"}
 
 
-def train_ppo(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
+def train_ppo(cfg: PPORunConfig | DictConfig, run_dir: str | Path) -> dict[str, float]:
     """Train PPO as configured; logs, checkpoints and returns the last metrics.
+
+    ``cfg`` is a :class:`PPORunConfig` or a composed ``configs/ppo.yaml``, checked and
+    converted by :func:`make_ppo_config`.
 
     Learned reward -> env (and recorder) -> actor, critic, optimiser -> start (resume, init or
     warm start) -> collector, buffer, GAE, loss -> loop: collect, score, update, evaluate,
     log, checkpoint. ``runner=ray`` runs all of it inside a Ray cluster (joined or started
     here), with the collectors and the reward model as Ray actors.
     """
+    cfg = make_ppo_config(cfg)
     with ray_session(cfg.runner):
         return _train_ppo(cfg, Path(run_dir))
 
 
-def _train_ppo(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+def _train_ppo(cfg: PPORunConfig, run_dir: Path) -> dict[str, float]:
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device, strict=True, owner="ppo")
@@ -256,14 +262,14 @@ def _train_ppo(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     return metrics
 
 
-def _reward_name(cfg: DictConfig) -> str:
+def _reward_name(cfg: PPORunConfig) -> str:
     """The reward PPO optimises, as checkpoints record it: ``resnet`` or the env's mode."""
-    return "resnet" if cfg.reward.get("use_reward_model", False) else cfg.env.reward_mode
+    return "resnet" if cfg.reward.use_reward_model else cfg.env.reward_mode
 
 
-def _make_learned_reward(cfg: DictConfig) -> RewardTransform | None:
+def _make_learned_reward(cfg: PPORunConfig) -> RewardTransform | None:
     """The learned reward of ``reward.use_reward_model``, else ``None`` (the env's reward)."""
-    if not cfg.reward.get("use_reward_model", False):
+    if not cfg.reward.use_reward_model:
         return None
     if cfg.runner.name == "ray":
         kwargs = reward_transform_kwargs(cfg.reward)
@@ -290,26 +296,26 @@ def _make_learned_reward(cfg: DictConfig) -> RewardTransform | None:
 
 
 def _make_train_env(
-    cfg: DictConfig, reward_transform: RewardTransform | None
+    cfg: PPORunConfig, reward_transform: RewardTransform | None
 ) -> tuple[EnvBase, EpisodeRecorder | None]:
     """The seeded env PPO collects from and, with ``collect.enabled``, the recorder on it.
 
     Frames are rendered only when something looks at them: the recorder or the learned reward.
     """
-    pixels = bool(cfg.collect.enabled) or reward_transform is not None
+    pixels = cfg.collect.enabled or reward_transform is not None
     env = make_env(cfg.env, pixels=pixels, **_render_frames(cfg, reward_transform))
     recorder = None
     if cfg.collect.enabled:
-        recorder = make_recorder({**cfg.collect, "seed": cfg.seed})
+        recorder = make_recorder({**asdict(cfg.collect), "seed": cfg.seed})
         env = TransformedEnv(env, recorder)
     env.set_seed(cfg.seed)
     return env, recorder
 
 
-def _make_rollouts(cfg: DictConfig, reward_transform: RewardTransform | None) -> Rollouts:
+def _make_rollouts(cfg: PPORunConfig, reward_transform: RewardTransform | None) -> Rollouts:
     """The runner's envs and collector: this process's (``runner=local``) or Ray actors'."""
     if cfg.runner.name == "ray":
-        pixels = bool(cfg.collect.enabled) or reward_transform is not None
+        pixels = cfg.collect.enabled or reward_transform is not None
         return RayRollouts(cfg, pixels=pixels, **_render_frames(cfg, reward_transform))
     return LocalRollouts(*_make_train_env(cfg, reward_transform))
 
@@ -324,7 +330,7 @@ class _Learner:
     identity: dict[str, Any]  # env, control mode, network sizes: checked on resume
 
 
-def _make_learner(cfg: DictConfig, env: EnvBase, device: torch.device) -> _Learner:
+def _make_learner(cfg: PPORunConfig, env: EnvBase, device: torch.device) -> _Learner:
     """Fresh actor and critic sized for ``env``, with one Adam over both."""
     p = cfg.ppo
     obs_dim = env.observation_spec["observation"].shape[-1]
@@ -360,7 +366,7 @@ class _Start:
     warm_metrics: dict[str, float] = field(default_factory=dict)
 
 
-def _initialise(cfg: DictConfig, learner: _Learner, reward_name: str) -> _Start:
+def _initialise(cfg: PPORunConfig, learner: _Learner, reward_name: str) -> _Start:
     """Where training starts.
 
     ``runner.resume_dir`` continues a run (an interrupted one on the same reward is finished;
@@ -368,7 +374,7 @@ def _initialise(cfg: DictConfig, learner: _Learner, reward_name: str) -> _Start:
     ``runner.init_from`` starts a new run from a checkpoint's weights; ``warmstart.enabled``
     clones the scripted controller; otherwise the networks start from scratch.
     """
-    total = int(cfg.ppo.total_frames)
+    total = cfg.ppo.total_frames
     source = cfg.runner.resume_dir or cfg.runner.init_from
     if source:
         state = load_checkpoint(source, expect=learner.identity)
@@ -430,7 +436,7 @@ def _log_scalars(logger: Logger | None, metrics: dict[str, float], step: int) ->
 
 
 def _checkpoint_state(
-    cfg: DictConfig,
+    cfg: PPORunConfig,
     learner: _Learner,
     progress: _Progress,
     reward_transform: RewardTransform | None,
@@ -449,7 +455,7 @@ def _checkpoint_state(
         "reward": _reward_name(cfg),
         # The backend that scored the learned reward (what the report names).
         "reward_backend": reward_transform.backend.name if reward_transform is not None else None,
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": asdict(cfg),
         "metrics": metrics,
         "elapsed": metrics["time/elapsed"],
     }
@@ -475,7 +481,7 @@ def _update(
     loss_module: ClipPPOLoss,
     optim: torch.optim.Optimizer,
     buffer: TensorDictReplayBuffer,
-    p: DictConfig,
+    p: PPOHyperparams,
     train_actor: bool = True,
 ) -> dict[str, float]:
     """``num_epochs`` passes of clipped-PPO minibatch updates; GAE recomputed every epoch.
@@ -488,7 +494,6 @@ def _update(
     """
     sums: dict[str, float] = defaultdict(float)
     steps = epochs = 0
-    target_kl = p.get("target_kl")
     for _ in range(p.num_epochs):
         with torch.no_grad():
             advantage(data)
@@ -514,7 +519,7 @@ def _update(
         # CleanRL's early stop: a noisy batch must not drag the policy far from the one that
         # collected it.
         epoch_kl = (sums["train/kl_approx"] - kl_before) / max(steps - steps_before, 1)
-        if train_actor and target_kl is not None and epoch_kl > target_kl:
+        if train_actor and p.target_kl is not None and epoch_kl > p.target_kl:
             break
     out = {k: v / max(steps, 1) for k, v in sums.items()}
     out["train/epochs"] = float(epochs)
@@ -525,7 +530,7 @@ class _ProgressBar:
     """tqdm over the frames collected, or over the episodes recorded when recording ends the
     run (the recorder writes none past a target)."""
 
-    def __init__(self, cfg: DictConfig, recorder: EpisodeRecorder | None, progress: _Progress):
+    def __init__(self, cfg: PPORunConfig, recorder: EpisodeRecorder | None, progress: _Progress):
         by_episodes = recorder is not None and cfg.collect.stop_when_done
         self._recorder = recorder
         self._counter = recorder if by_episodes else None

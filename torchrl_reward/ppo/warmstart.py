@@ -13,13 +13,13 @@ import logging
 import math
 
 import torch
-from omegaconf import DictConfig
 from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import EnvBase
 from torchrl.modules import ProbabilisticActor, ValueOperator
 from torchrl.objectives.value.functional import reward2go
 
 from torchrl_reward.envs.scripted import CONTROL_MODE, ScriptedPickPolicy
+from torchrl_reward.ppo.config import WarmstartConfig
 from torchrl_reward.ppo.models import bounded_mean
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def behaviour_clone(
     actor: ProbabilisticActor,
     critic: ValueOperator,
     demos: TensorDictBase,
-    cfg: DictConfig,
+    cfg: WarmstartConfig,
     gamma: float,
 ) -> dict[str, float]:
     """Fit the actor's deterministic action (:func:`bounded_mean`) and the critic to ``demos``.
@@ -110,7 +110,7 @@ def warm_start(
     actor: ProbabilisticActor,
     critic: ValueOperator,
     env: EnvBase,
-    cfg: DictConfig,
+    cfg: WarmstartConfig,
     *,
     control_mode: str,
     max_steps: int,

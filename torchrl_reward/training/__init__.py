@@ -11,7 +11,7 @@ from torchrl_reward.training.dataset import (
     split_episodes,
 )
 from torchrl_reward.training.metrics import binary_metrics, roc_auc, roc_curve, threshold_at_fpr
-from torchrl_reward.training.trainer import (
+from torchrl_reward.training.reward_trainer import (
     TrainResult,
     predict_frames,
     train_reward_model,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -17,8 +18,24 @@ from torchrl.envs.transforms import Transform
 from torchrl_reward.inference import FrameScorer, RewardBackend, make_backend, resolve_device
 from torchrl_reward.models import ResNetRewardModel
 
+log = logging.getLogger(__name__)
 MODES = ("replace", "add")
 OUTPUTS = ("soft", "binary")
+
+
+def _file_identity(path: Path | None) -> tuple[int, int, int] | None:
+    """Inode, size and mtime of ``path``: a file renamed over it changes the inode at least.
+
+    ``None`` when there is no path or no file (mid-replacement is impossible: renames are
+    atomic, so a missing file keeps the model that is loaded).
+    """
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class RewardTransform(Transform):
@@ -85,6 +102,10 @@ class RewardTransform(Transform):
         backend_kwargs (dict, optional): more options of
             :func:`~torchrl_reward.inference.make_backend` (``amp_dtype``, ``compile``,
             ``cuda_graph``, ``threads``, ``cache_dir``). Defaults to ``None``.
+        reload_on_change (bool, optional): when ``checkpoint_path`` is replaced on disk (a new
+            file renamed over it, as every checkpoint here is written), score with the new one
+            from the next call on (:meth:`load_checkpoint`), without a restart. Defaults to
+            ``False``.
 
     Examples:
         >>> from torchrl.envs import TransformedEnv
@@ -121,6 +142,7 @@ class RewardTransform(Transform):
         backend: str = "auto",
         export_dir: str | os.PathLike | None = None,
         backend_kwargs: dict[str, Any] | None = None,
+        reload_on_change: bool = False,
     ) -> None:
         if in_keys is None:
             in_keys = ["pixels"]
@@ -134,6 +156,8 @@ class RewardTransform(Transform):
                 "RewardTransform needs exactly one of checkpoint_path or model, got "
                 f"checkpoint_path={checkpoint_path!r} and model={type(model).__name__}."
             )
+        if reload_on_change and checkpoint_path is None:
+            raise ValueError("RewardTransform: reload_on_change needs a checkpoint_path to watch.")
         if model is None:
             model = ResNetRewardModel.load(checkpoint_path)
         elif not isinstance(model, ResNetRewardModel):
@@ -153,6 +177,7 @@ class RewardTransform(Transform):
         self.done_key = unravel_key(done_key)
         self.mode = mode
         self.output = output
+        self._fixed_threshold = None if threshold is None else float(threshold)
         self.threshold = model.threshold if threshold is None else float(threshold)
         self.env_weight = float(env_weight)
         self.model_weight = float(model_weight)
@@ -168,7 +193,9 @@ class RewardTransform(Transform):
         # Plain attributes, not submodules: env.to(...) must not move the reward model.
         self.__dict__["_model"] = model
         self.set_reward_device(device, strict=strict)
-        self.stats = {"frames": 0, "chunks": 0, "seconds": 0.0}
+        self.stats = {"frames": 0, "chunks": 0, "seconds": 0.0, "reloads": 0}
+        watched = Path(checkpoint_path) if reload_on_change else None
+        self.__dict__["_watch"] = (watched, _file_identity(watched))
 
     @property
     def model(self) -> ResNetRewardModel:
@@ -193,6 +220,45 @@ class RewardTransform(Transform):
         backend = make_backend(self.model, device=device, **self._backend_args)
         self.__dict__["_scorer"] = FrameScorer(backend, self.chunk_size)
         return self
+
+    def load_checkpoint(self, checkpoint_path: str | os.PathLike) -> RewardTransform:
+        """Score with another checkpoint from now on, on the same device and backend options.
+
+        The new model must take the inputs the current one takes (frame shape, proprio
+        inputs): the env and the tensordicts stay as they are. The threshold becomes the new
+        checkpoint's unless one was given to the constructor.
+        """
+        model = ResNetRewardModel.load(checkpoint_path)
+        old = self.model
+        inputs = (model.frame_shape, list(model.proprio.items()))
+        if inputs != (old.frame_shape, list(old.proprio.items())):
+            raise ValueError(
+                f"RewardTransform: {str(checkpoint_path)!r} takes frames {model.frame_shape} and "
+                f"proprio {dict(model.proprio)}, but this transform scores frames "
+                f"{old.frame_shape} and proprio {dict(old.proprio)}; a reward model that takes "
+                "other inputs needs a new transform (and env)."
+            )
+        self.__dict__["_model"] = model
+        if self._fixed_threshold is None:
+            self.threshold = model.threshold
+        self._load_scorer(checkpoint_path)
+        self.stats["reloads"] += 1
+        log.info("RewardTransform: now scoring with %s", checkpoint_path)
+        return self
+
+    def _load_scorer(self, checkpoint_path: str | os.PathLike) -> None:
+        """Rebuild the backend for the model just loaded, where the current one runs."""
+        self.set_reward_device(self.reward_device, strict=True)
+
+    def _reload_if_changed(self) -> None:
+        """With ``reload_on_change``: load the checkpoint again if a new file replaced it."""
+        path, identity = self.__dict__["_watch"]
+        if path is None:
+            return
+        now = _file_identity(path)
+        if now is not None and now != identity:
+            self.load_checkpoint(path)
+            self.__dict__["_watch"] = (path, now)
 
     def save_checkpoint(self, path: str | os.PathLike, **metadata: Any) -> Path:
         """Atomically write the reward model's checkpoint (``metadata``: plain data)."""
@@ -320,6 +386,7 @@ class RewardTransform(Transform):
 
     def _relabel(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Writes reward, env reward and probability into a post-step tensordict."""
+        self._reload_if_changed()
         images = tensordict.get(self.image_key, None)
         if images is None:
             raise KeyError(self._missing_image_message(tensordict))

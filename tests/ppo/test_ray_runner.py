@@ -8,7 +8,6 @@ import torch
 
 from torchrl_reward.distributed import ray_session
 from torchrl_reward.hydra_configs import load_config
-from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.ppo import make_ppo_config, train_ppo
 from torchrl_reward.ppo.models import make_ppo_models
 from torchrl_reward.ppo.ray_runner import SEED_STRIDE, RayRollouts
@@ -34,15 +33,6 @@ SMALL = [
     "ppo.hidden_sizes=[32,32]",
     "eval.interval=0",
 ]
-
-
-def _constant_reward_model(path):
-    """A real reward model scoring every frame ``P_SUCCESS``: its rewards are recognisable."""
-    model = ResNetRewardModel(image_size=64)
-    with torch.no_grad():
-        model.head[-1].weight.zero_()
-        model.head[-1].bias.fill_(LOGIT)
-    return model.save(path)
 
 
 def test_weights_reach_every_collector_and_a_dead_one_stops_the_run():
@@ -76,10 +66,10 @@ def test_weights_reach_every_collector_and_a_dead_one_stops_the_run():
     assert not ray.is_initialized()
 
 
-def test_shared_reward_actor_and_one_episode_folder(tmp_path):
+def test_shared_reward_actor_and_one_episode_folder(tmp_path, constant_reward_model):
     """The reward actor's rewards replace the env's; both collectors record into one folder
     with distinct ids, and the run stops at the global target."""
-    model_path = _constant_reward_model(tmp_path / "reward.pt")
+    model_path = constant_reward_model(LOGIT).save(tmp_path / "reward.pt")
     save_dir = tmp_path / "episodes"
     cfg = load_config(
         "ppo",

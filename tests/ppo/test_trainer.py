@@ -46,15 +46,6 @@ def _typed(overrides):
     return make_ppo_config(load_config("ppo", overrides))
 
 
-def _constant_reward_model(path):
-    """A real reward model scoring every frame ``P_SUCCESS``: its rewards are recognisable."""
-    model = ResNetRewardModel(image_size=64)
-    with torch.no_grad():
-        model.head[-1].weight.zero_()
-        model.head[-1].bias.fill_(LOGIT)
-    return model.save(path)
-
-
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("ppo")
@@ -205,9 +196,9 @@ def test_resume_from_missing_checkpoint_says_where(tmp_path):
         train_ppo(cfg, tmp_path)
 
 
-def test_learned_reward_run_logs_model_rewards_and_agreement(tmp_path):
+def test_learned_reward_run_logs_model_rewards_and_agreement(tmp_path, constant_reward_model):
     """``reward=resnet``: the model's rewards replace the env's, with timing and agreement."""
-    model_path = _constant_reward_model(tmp_path / "reward.pt")
+    model_path = constant_reward_model(LOGIT).save(tmp_path / "reward.pt")
     cfg = load_config(
         "ppo",
         [
@@ -233,8 +224,10 @@ def test_learned_reward_run_logs_model_rewards_and_agreement(tmp_path):
 
 
 @pytest.mark.parametrize("final_steps", [1, 3])
-def test_terminal_only_learned_reward_renders_and_pays_only_final_frames(tmp_path, final_steps):
-    model_path = _constant_reward_model(tmp_path / "reward.pt")
+def test_terminal_only_learned_reward_renders_and_pays_only_final_frames(
+    tmp_path, final_steps, constant_reward_model
+):
+    model_path = constant_reward_model(LOGIT).save(tmp_path / "reward.pt")
     overrides = [
         *SMALL,
         "ppo.total_frames=20",
@@ -260,8 +253,8 @@ def test_terminal_only_learned_reward_renders_and_pays_only_final_frames(tmp_pat
     assert "reward_model/fpr" in metrics
 
 
-def test_final_steps_needs_terminal_only_and_no_recording(tmp_path):
-    model_path = _constant_reward_model(tmp_path / "reward.pt")
+def test_final_steps_needs_terminal_only_and_no_recording(tmp_path, constant_reward_model):
+    model_path = constant_reward_model(LOGIT).save(tmp_path / "reward.pt")
     overrides = [
         *SMALL,
         "reward=resnet",

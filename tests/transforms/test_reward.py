@@ -380,24 +380,17 @@ def test_terminal_only_and_proprio_on_a_gpu_reward_model():
             torch.testing.assert_close(got.cpu(), want, atol=1e-2, rtol=0)
 
 
-def _constant_model(logit: float, threshold: float, **kwargs) -> ResNetRewardModel:
-    """A real model whose every frame scores ``sigmoid(logit)``: its rewards are recognisable."""
-    model = ResNetRewardModel(image_size=SIZE, **kwargs)
-    with torch.no_grad():
-        model.head[-1].weight.zero_()
-        model.head[-1].bias.fill_(logit)
-    model.threshold = threshold
-    return model
-
-
-def test_a_checkpoint_replaced_on_disk_is_scored_from_the_next_call(tmp_path):
-    path = _constant_model(-1.0, 0.3).save(tmp_path / "reward.pt")
+def test_a_checkpoint_replaced_on_disk_is_scored_from_the_next_call(
+    tmp_path, constant_reward_model
+):
+    path = constant_reward_model(-1.0, image_size=SIZE, threshold=0.3).save(tmp_path / "r.pt")
     watching = RewardTransform(path, device="cpu", reload_on_change=True)
     fixed = RewardTransform(path, device="cpu")
     batch = _rollout(make_frames(4))
     first = watching(batch.clone())["next", "model_success_prob"]
     torch.testing.assert_close(first, torch.full_like(first, torch.sigmoid(torch.tensor(-1.0))))
-    _constant_model(2.0, 0.6).save(path)  # written beside it and renamed over it
+    # Written beside the old file and renamed over it, as every checkpoint here is.
+    constant_reward_model(2.0, image_size=SIZE, threshold=0.6).save(path)
     second = watching(batch.clone())["next", "model_success_prob"]
     torch.testing.assert_close(second, torch.full_like(second, torch.sigmoid(torch.tensor(2.0))))
     assert watching.threshold == pytest.approx(0.6) and watching.stats["reloads"] == 1
@@ -406,12 +399,17 @@ def test_a_checkpoint_replaced_on_disk_is_scored_from_the_next_call(tmp_path):
     assert watching.stats["reloads"] == 1  # the same file is not loaded again
 
 
-def test_loading_a_checkpoint_keeps_a_given_threshold_and_refuses_other_inputs(tmp_path):
-    t = RewardTransform(model=_constant_model(0.0, 0.3), threshold=0.9, device="cpu")
-    t.load_checkpoint(_constant_model(1.0, 0.6).save(tmp_path / "new.pt"))
+def test_loading_a_checkpoint_keeps_a_given_threshold_and_refuses_other_inputs(
+    tmp_path, constant_reward_model
+):
+    def make(logit, threshold, **kwargs):
+        return constant_reward_model(logit, image_size=SIZE, threshold=threshold, **kwargs)
+
+    t = RewardTransform(model=make(0.0, 0.3), threshold=0.9, device="cpu")
+    t.load_checkpoint(make(1.0, 0.6).save(tmp_path / "new.pt"))
     assert t.threshold == pytest.approx(0.9)
-    other = _constant_model(0.0, 0.5, proprio={"qvel": 9}).save(tmp_path / "proprio.pt")
+    other = make(0.0, 0.5, proprio={"qvel": 9}).save(tmp_path / "proprio.pt")
     with pytest.raises(ValueError, match=r"proprio .*new transform"):
         t.load_checkpoint(other)
     with pytest.raises(ValueError, match="reload_on_change needs a checkpoint_path"):
-        RewardTransform(model=_constant_model(0.0, 0.5), reload_on_change=True)
+        RewardTransform(model=make(0.0, 0.5), reload_on_change=True)

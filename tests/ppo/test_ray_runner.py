@@ -1,6 +1,12 @@
 """``runner=ray``: PPO with remote collectors on a local Ray cluster and the real CPU env."""
 
+import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import ray
@@ -9,6 +15,7 @@ import torch
 from torchrl_reward.distributed import ray_session
 from torchrl_reward.hydra_configs import load_config
 from torchrl_reward.ppo import make_ppo_config, train_ppo
+from torchrl_reward.ppo.checkpoint import checkpoint_path
 from torchrl_reward.ppo.models import make_ppo_models
 from torchrl_reward.ppo.ray_runner import SEED_STRIDE, RayRollouts
 
@@ -98,4 +105,50 @@ def test_shared_reward_actor_and_one_episode_folder(tmp_path, constant_reward_mo
     assert {r["seed"] for r in records} == {cfg.seed, cfg.seed + SEED_STRIDE}  # both collectors
     state = torch.load(tmp_path / "run/checkpoints/ppo_last.pt", weights_only=False)
     assert state["reward_backend"] == "ray-torch" and state["iteration"] == 2
+    assert not ray.is_initialized()
+
+
+def _kill_collector_processes() -> int:
+    """SIGKILL every process Ray titled ``ray::Collector...`` (the collector actors)."""
+    killed = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmdline.startswith(b"ray::Collector"):
+            os.kill(int(pid), signal.SIGKILL)
+            killed += 1
+    return killed
+
+
+def test_a_run_whose_collector_is_killed_stops_clearly_and_resumes(tmp_path):
+    """A collector process killed mid-run (the run in a process of its own) stops the run with
+    an error naming runner.resume_dir; resuming from its checkpoint finishes the budget."""
+    run_dir = tmp_path / "run"
+    overrides = [*SMALL, "ppo.total_frames=200"]
+    script = Path(__file__).parents[2] / "scripts" / "ppo.py"
+    run = subprocess.Popen(
+        [sys.executable, str(script), *overrides, f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not checkpoint_path(run_dir).is_file():
+            assert run.poll() is None and time.monotonic() < deadline, "no checkpoint written"
+            time.sleep(0.5)
+        assert _kill_collector_processes() >= 1
+        _, stderr = run.communicate(timeout=180)
+    finally:
+        run.kill()
+    assert run.returncode != 0
+    assert "collector died" in stderr and "runner.resume_dir" in stderr
+    stopped = torch.load(checkpoint_path(run_dir), weights_only=False)
+    assert 0 < stopped["collected_frames"] < 200
+    cfg = load_config("ppo", [*overrides, f"runner.resume_dir={run_dir}"])
+    train_ppo(cfg, run_dir)
+    finished = torch.load(checkpoint_path(run_dir), weights_only=False)
+    assert finished["collected_frames"] == 200 and finished["iteration"] == 10
     assert not ray.is_initialized()

@@ -13,6 +13,7 @@ targets through the folder's lock (one machine, or a shared filesystem with ``fl
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ import ray
 import torch
 from ray.exceptions import GetTimeoutError, RayActorError
 from tensordict import TensorDict, TensorDictBase
+from torch.distributed import DistError
 from torchrl.collectors.distributed import RayCollector
 from torchrl.envs import EnvBase, TransformedEnv
 from torchrl.envs.llm.transforms.policy_version import PolicyVersion
@@ -51,6 +53,20 @@ def worker_env(
         env = TransformedEnv(env, make_recorder({**asdict(collect_cfg), "seed": seed}))
     env.set_seed(seed)
     return env
+
+
+@contextlib.contextmanager
+def _collector_faults() -> Iterator[None]:
+    """A collector that died (while collecting, or while taking the weights over Ray and Gloo)
+    becomes one error that says how to resume."""
+    try:
+        yield
+    except (RayActorError, DistError) as err:
+        raise RuntimeError(
+            f"A Ray collector died ({type(err).__name__}: {err}); the run stops. Its episodes "
+            "on disk are complete; resume from the last checkpoint with "
+            "runner.resume_dir=<this run>."
+        ) from err
 
 
 class RayRollouts:
@@ -159,18 +175,14 @@ class RayRollouts:
 
     def batches(self) -> Iterator[TensorDictBase]:
         """The collector's batches; a dead collector is an error that says how to resume."""
-        try:
+        with _collector_faults():
             yield from self._collector
-        except RayActorError as err:
-            raise RuntimeError(
-                f"A Ray collector died ({err}); the run stops. Its episodes on disk are "
-                "complete; resume from the last checkpoint with runner.resume_dir=<this run>."
-            ) from err
 
     def publish_weights(self) -> None:
         """Send the policy's weights to every collector; they stamp steps with the version."""
         weights = TensorDict.from_module(self._policy).data.to("cpu")
-        self._collector.update_policy_weights_(weights)
+        with _collector_faults():
+            self._collector.update_policy_weights_(weights)
         self.version += 1
 
     def check_batch(self, data: TensorDictBase) -> None:

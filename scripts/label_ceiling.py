@@ -5,7 +5,9 @@
 On the model's own validation frames and labels (its checkpoint's data_path, split and
 frame_label), frames are scored by privileged PickCube state, for measurement only: the true
 cube-to-goal distance (all an image can show), and that distance with the robot's static flag
-(what an image plus joint velocities can show). Writes ``label_ceiling.json`` beside the model.
+(what an image plus joint velocities can show). A ``head=factored`` model also has each of its
+two factors scored against its own flag (placed, static): which half limits it. Writes
+``label_ceiling.json`` beside the model.
 """
 
 import json
@@ -19,13 +21,16 @@ from torchrl_reward.data import load_episode
 from torchrl_reward.envs.scripted import CUBE_POS, GOAL_POS
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.training import (
+    FrameCache,
     binary_metrics,
     build_frame_cache,
     frame_labels,
     frames_of,
+    roc_auc,
     split_episodes,
     threshold_at_fpr,
 )
+from torchrl_reward.training.dataset import proprio_inputs, recorded_views, select_views
 
 
 def _cube_to_goal(path: Path) -> torch.Tensor:
@@ -37,6 +42,25 @@ def _cube_to_goal(path: Path) -> torch.Tensor:
 def _at_fpr(scores: torch.Tensor, labels: torch.Tensor, target_fpr: float) -> dict[str, float]:
     metrics = binary_metrics(scores, labels, threshold_at_fpr(scores, labels, target_fpr))
     return {k: metrics[k] for k in ("roc_auc", "recall", "fpr")}
+
+
+@torch.no_grad()
+def _factor_aucs(
+    model: ResNetRewardModel, cache: FrameCache, frames: torch.Tensor, views: list[int] | None
+) -> dict[str, float]:
+    """A factored model's two factors, each ROC-AUC against its own flag on ``frames``."""
+    model.eval()
+    proprio = proprio_inputs(cache, list(model.proprio))
+    recorded = recorded_views(cache)
+    logits = [
+        model.factor_logits(select_views(cache.pixels[idx], views, recorded), proprio[idx])
+        for idx in frames.split(256)
+    ]
+    placed, static = (torch.cat(factor) for factor in zip(*logits, strict=True))
+    return {
+        "placed_roc_auc": roc_auc(placed, cache.extra("is_obj_placed")[frames]),
+        "static_roc_auc": roc_auc(static, cache.extra("is_robot_static")[frames]),
+    }
 
 
 @hydra.main(config_path="../configs", config_name="label_ceiling", version_base=None)
@@ -65,6 +89,8 @@ def main(cfg: DictConfig) -> None:
             for k in ("roc_auc", "recall", "fpr", "episode_balanced_accuracy")
         },
     }
+    if model.head_type == "factored":
+        result["model"].update(_factor_aucs(model, cache, frames, trained["views"]))
     (save_dir / "label_ceiling.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 

@@ -220,3 +220,30 @@ def test_two_view_proprio_model_exports_quantises_and_passes_parity(tmp_path):
     torch.testing.assert_close(probs, model.predict_proba(frames[:5], qvel[:5]), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match=r"pass float \[5, 9\]"):
         backend(frames[:5])
+
+
+def test_factored_model_exports_with_its_product_inside_the_graph(tmp_path):
+    """The factored head's and_logit is part of the exported network: ONNX Runtime returns
+    the product of the two factors' probabilities, and int8 goes through the parity gate."""
+    torch.manual_seed(0)
+    model = ResNetRewardModel(image_size=32, proprio={"qvel": 9}, head="factored").eval()
+    generator = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (48, 32, 32, 3), dtype=torch.uint8, generator=generator)
+    qvel = torch.randn(48, 9, generator=generator)
+    model.threshold = float(model.predict_proba(frames[24:], qvel[24:]).median())
+    manifest = export_reward(
+        model,
+        tmp_path / "out",
+        frames[24:],
+        validation_proprio=qvel[24:],
+        calibration_frames=frames[:24],
+        calibration_proprio=qvel[:24],
+        fp16=False,
+        chunk_size=16,
+    )
+    assert manifest["backends"]["onnxruntime-fp32"]["passed"]
+    assert "agreement" in manifest["backends"]["onnxruntime-int8"]
+    backend = OnnxBackend(tmp_path / "out" / "reward_fp32.onnx", chunk_size=16)
+    placed, static = model.factor_logits(frames[:5], qvel[:5])
+    product = torch.sigmoid(placed) * torch.sigmoid(static)
+    torch.testing.assert_close(backend(frames[:5], qvel[:5]), product.detach(), atol=1e-5, rtol=0)

@@ -10,7 +10,7 @@ from torchrl_reward.models import (
     ResNetRewardModel,
     imagenet_weights_path,
 )
-from torchrl_reward.models.resnet import preprocess_frames
+from torchrl_reward.models.resnet import and_logit, preprocess_frames
 
 
 def _images(n: int = 4, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -214,3 +214,54 @@ def test_proprio_inputs_are_checked_normalised_and_saved(tmp_path):
         model(images, torch.full((4, 9), float("nan")))
     with pytest.raises(ValueError, match="takes no proprio"):
         ResNetRewardModel(image_size=32)(images, qvel)
+
+
+def test_and_logit_is_the_logit_of_the_product():
+    a = torch.tensor([-30.0, -3.0, 0.0, 2.0, 8.0, 30.0, 30.0]).repeat_interleave(7)
+    b = torch.tensor([-30.0, -3.0, 0.0, 2.0, 8.0, 30.0, 12.0]).repeat(7)
+    p = torch.sigmoid(a.double()) * torch.sigmoid(b.double())
+    # 1 - p without cancellation, in float64: s(-a) + s(a) s(-b).
+    q = torch.sigmoid(-a.double()) + torch.sigmoid(a.double()) * torch.sigmoid(-b.double())
+    expected = (p.log() - q.log()).float()
+    out = and_logit(a, b)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert out[-1] > 11.9  # both near certain: the product's logit stays resolved
+
+
+def test_factored_head_scores_the_product_of_its_factors(tmp_path):
+    torch.manual_seed(0)
+    model = ResNetRewardModel(image_size=32, proprio={"qvel": 9}, head="factored").eval()
+    images, qvel = _images(), torch.randn(4, 9)
+    placed, static = model.factor_logits(images, qvel)
+    assert placed.shape == static.shape == (4,)
+    logits = model(images, qvel)
+    torch.testing.assert_close(logits, and_logit(placed, static))
+    probs = torch.sigmoid(placed) * torch.sigmoid(static)
+    torch.testing.assert_close(model.predict_proba(images, qvel), probs)
+    # Each factor reads only its own input; the static one needs no image at all.
+    assert torch.equal(model.factor_logits(images.flip(0), qvel)[1], static)
+    assert torch.equal(model.factor_logits(images, qvel.flip(0))[0], placed)
+    torch.testing.assert_close(model.proprio_logit(qvel), static)
+    loaded = ResNetRewardModel.load(model.save(tmp_path / "m.pt"))
+    assert loaded.head_type == "factored" and loaded.config()["head"] == "factored"
+    torch.testing.assert_close(loaded(images, qvel), logits)
+    with pytest.raises(ValueError, match="head='factored' scores the static half"):
+        ResNetRewardModel(image_size=32, head="factored")
+    with pytest.raises(ValueError, match="head must be one of"):
+        ResNetRewardModel(image_size=32, head="other")
+    with pytest.raises(ValueError, match="Only a head='factored' model"):
+        ResNetRewardModel(image_size=32, proprio={"qvel": 9}).factor_logits(images, qvel)
+    with pytest.raises(ValueError, match="Only a head='factored' model"):
+        ResNetRewardModel(image_size=32, proprio={"qvel": 9}).proprio_logit(qvel)
+
+
+def test_checkpoints_without_a_head_key_load_as_joint(tmp_path):
+    torch.manual_seed(0)
+    model = ResNetRewardModel(image_size=32, proprio={"qvel": 9}).eval()
+    checkpoint = model.checkpoint()
+    del checkpoint["config"]["head"]  # written before the key existed
+    loaded = ResNetRewardModel.from_checkpoint(checkpoint)
+    assert loaded.head_type == "joint"
+    images, qvel = _images(), torch.randn(4, 9)
+    torch.testing.assert_close(loaded(images, qvel), model(images, qvel))

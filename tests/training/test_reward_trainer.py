@@ -313,3 +313,21 @@ def test_labels_and_inputs_the_files_lack_name_a_file(reward_dataset, tmp_path):
             _config(data, tmp_path / "b", model={"image_size": 32, "proprio": ["qvel"]})
         )
     assert train_reward_model(_config(data, tmp_path / "c", epochs=1, plots=False)).history
+
+
+def test_factored_head_learns_each_half_from_its_own_label(pick_or_idle, tmp_path):
+    """model.head=factored: the proprio factor learns the static flag from the joint
+    velocities, and the product scores success on held-out episodes."""
+    model_cfg = {"image_size": 32, "proprio": ["qvel"], "head": "factored"}
+    config = dict(epochs=4, samples_per_epoch=128, plots=False, val_fraction=0.25)
+    result = train_reward_model(_config(pick_or_idle, tmp_path, model=model_cfg, **config))
+    model = ResNetRewardModel.load(result.best_path)
+    assert model.head_type == "factored"
+    assert max(row["val/roc_auc"] for row in result.history) >= 0.9, result.history
+    cache = build_frame_cache(pick_or_idle)
+    qvel, static = cache.extra("qvel"), cache.extra("is_robot_static")
+    with torch.no_grad():
+        static_logit = model.proprio_logit(qvel)
+    assert binary_metrics(torch.sigmoid(static_logit), static)["roc_auc"] >= 0.8  # chance: 0.5
+    with pytest.raises(ValueError, match=r"needs frame_label=success and model\.proprio"):
+        train_reward_model(_config(pick_or_idle, tmp_path / "b", model={"head": "factored"}))

@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from torchrl_reward.data.episode_io import PROPRIO_KEYS
+from torchrl_reward.models.resnet import HEADS
 
 MONITORS = ("roc_auc", "f1", "balanced_accuracy", "accuracy")
 FRAME_LABELS = ("success", "success_once", "placed")
@@ -25,6 +26,7 @@ class ModelConfig:
     dropout: float = 0.1
     hidden_dim: int = 256
     proprio: list[str] = field(default_factory=list)  # robot-state inputs: qpos, qvel
+    head: str = "joint"  # joint | factored: P(placed | image) * P(static | proprio)
 
 
 @dataclass
@@ -61,6 +63,10 @@ class TrainConfig:
     samples_per_epoch: int | None = None  # None: the number of training frames
     val_fraction: float = 0.2
     failure_ratio: float | None = 2.0  # failure frames drawn per success frame; None: natural
+    # head=factored: the static factor (proprio only) learns at static_lr, on static_batch_size
+    # more training frames beside each micro-batch (no image: cheap; 0: the micro-batch only)
+    static_lr: float = 3.0e-3
+    static_batch_size: int = 256
     frame_label: str = "success"  # success | success_once (from the first on) | placed
     views: list[int] | None = None  # which tiled views of the recorded frames; None: all
     seed: int = 0
@@ -102,8 +108,8 @@ def _validate(cfg: DictConfig) -> None:
             "global_batch_size must be a positive multiple of micro_batch_size, got "
             f"global_batch_size={cfg.global_batch_size}, micro_batch_size={cfg.micro_batch_size}."
         )
-    if cfg.lr <= 0:
-        raise ValueError(f"lr must be > 0, got {cfg.lr}.")
+    if cfg.lr <= 0 or cfg.static_lr <= 0:
+        raise ValueError(f"lr and static_lr must be > 0, got {cfg.lr} and {cfg.static_lr}.")
     if not 0.0 < cfg.val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}.")
     if not 0.0 <= cfg.target_fpr < 1.0:
@@ -115,6 +121,16 @@ def _validate(cfg: DictConfig) -> None:
         raise ValueError(
             f"model.proprio takes robot-state inputs {PROPRIO_INPUTS}, got {unknown} (object and "
             "goal positions are privileged and never model inputs)."
+        )
+    if cfg.static_batch_size < 0:
+        raise ValueError(f"static_batch_size must be >= 0, got {cfg.static_batch_size}.")
+    if cfg.model.head not in HEADS:
+        raise ValueError(f"model.head must be one of {HEADS}, got {cfg.model.head!r}.")
+    if cfg.model.head == "factored" and (not cfg.model.proprio or cfg.frame_label != "success"):
+        raise ValueError(
+            "model.head=factored fits success = placed AND static, the static half from proprio "
+            "inputs: it needs frame_label=success and model.proprio (e.g. [qvel]), got "
+            f"frame_label={cfg.frame_label!r} and model.proprio={list(cfg.model.proprio)}."
         )
     if cfg.views is not None and (
         not len(cfg.views) or min(cfg.views) < 0 or len(set(cfg.views)) != len(cfg.views)

@@ -125,13 +125,14 @@ def proprio_inputs(cache: FrameCache, names: list[str]) -> torch.Tensor | None:
 
 class FrameBatches(Dataset):
     """Batches of cached frames: item ``i`` is ``(pixels uint8 [B, H, W, 3], proprio float
-    [B, D] or None, labels float [B])``.
+    [B, D] or None, labels float [B] or [B, K])``.
 
     Each batch reads only its own frames from the memory map (sorted, for locality), so the
     dataset never sits in RAM; use it with ``DataLoader(batch_size=None)`` for worker prefetch.
-    ``labels`` (bool ``[F]``, e.g. from :func:`frame_labels`) defaults to each frame's own
-    ``success``; ``views`` picks tiled views (:func:`select_views`); ``proprio`` (``[F, D]``,
-    from :func:`proprio_inputs`) comes along when given.
+    ``labels`` (bool ``[F]``, e.g. from :func:`frame_labels`, or ``[F, K]`` for several
+    targets per frame) defaults to each frame's own ``success``; ``views`` picks tiled views
+    (:func:`select_views`); ``proprio`` (``[F, D]``, from :func:`proprio_inputs`) comes along
+    when given.
     """
 
     def __init__(

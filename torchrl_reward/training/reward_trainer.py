@@ -23,8 +23,8 @@ from torchrl.record.loggers import Logger, get_logger
 from tqdm import tqdm
 
 from torchrl_reward.models import ResNetRewardModel
-from torchrl_reward.models.resnet import split_views, tile_views
-from torchrl_reward.training.cache import FrameCache, build_frame_cache
+from torchrl_reward.models.resnet import and_logit, split_views, tile_views
+from torchrl_reward.training.cache import FLAG_KEYS, FrameCache, build_frame_cache
 from torchrl_reward.training.config import TrainConfig, make_config
 from torchrl_reward.training.dataset import (
     FrameAugment,
@@ -118,8 +118,9 @@ def train_reward_model(
         epoch_seed = cfg.seed * 1_000_003 + epoch  # a resumed run draws what an unbroken one would
         torch.manual_seed(epoch_seed)  # the augmentation
         loader = _epoch_loader(cfg, split, epoch_seed, steps, device)
+        static_fit = _static_fit(cfg, split, epoch_seed, device)
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress)
-        loss, accuracy, seen = _train_epoch(learner, loader, bar)
+        loss, accuracy, seen = _train_epoch(learner, loader, bar, static_fit)
         train_time = time.perf_counter() - t0
 
         val_loss, val = _validate(cfg, learner, split)
@@ -163,6 +164,9 @@ class _Split:
 
     cache: FrameCache
     labels: torch.Tensor  # of every cached frame
+    # What the loss fits, per cached frame: the labels, or for a factored head
+    # [success, placed, static] (float [F, 3]).
+    targets: torch.Tensor
     train_frames: torch.Tensor
     val_frames: torch.Tensor
     train_labels: torch.Tensor
@@ -182,6 +186,9 @@ def _split_data(cfg: DictConfig, cache: FrameCache) -> _Split:
     inputs = {"views": views, "proprio": proprio_inputs(cache, list(cfg.model.proprio))}
     train_labels, val_labels = labels[train_frames], labels[val_frames]
     _check_data(cache, labels, train_labels, val_labels)
+    targets = labels
+    if cfg.model.head == "factored":
+        targets = torch.stack([labels, *(cache.extra(key) for key in FLAG_KEYS)], dim=-1)
     data = {
         "episodes": len(cache.files),
         "frames": len(cache),
@@ -196,6 +203,7 @@ def _split_data(cfg: DictConfig, cache: FrameCache) -> _Split:
     return _Split(
         cache,
         labels,
+        targets,
         train_frames,
         val_frames,
         train_labels,
@@ -267,7 +275,7 @@ def _make_learner(cfg: DictConfig, model: ResNetRewardModel, device: torch.devic
     model = model.to(device, memory_format=torch.channels_last)
     # fused: one kernel for all parameters (4x faster than the per-tensor loop on CPU too).
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
+        _param_groups(cfg, model), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
     )
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
@@ -276,6 +284,17 @@ def _make_learner(cfg: DictConfig, model: ResNetRewardModel, device: torch.devic
         augment = FrameAugment(**{k: v for k, v in cfg.augment.items() if k != "enabled"})
     accum = cfg.global_batch_size // cfg.micro_batch_size
     return _Learner(model, optimizer, scaler, augment, accum, use_amp, device)
+
+
+def _param_groups(cfg: DictConfig, model: ResNetRewardModel) -> list[dict[str, Any]]:
+    """One group at ``lr``; a factored head's static factor (its proprio encoder and head, no
+    image) in a second group at ``static_lr``: at the trunk's rate it lags far behind."""
+    if model.head_type != "factored":
+        return [{"params": list(model.parameters())}]
+    static = [*model.proprio_encoder.parameters(), *model.proprio_head.parameters()]
+    ids = {id(param) for param in static}
+    rest = [param for param in model.parameters() if id(param) not in ids]
+    return [{"params": rest}, {"params": static, "lr": cfg.static_lr}]
 
 
 def _split_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -312,7 +331,8 @@ def _resume_state(
             "save_dir, or resume=false."
         )
     # Keys older checkpoints lack take the image-only, one-view defaults.
-    for key, default in (("arch", None), ("image_size", None), ("num_views", 1), ("proprio", {})):
+    defaults = (("arch", None), ("image_size", None), ("num_views", 1), ("proprio", {}))
+    for key, default in (*defaults, ("head", "joint")):
         if saved.get(key, default) != model_config[key]:
             raise ValueError(
                 f"Cannot resume {str(last_path)!r}: it was trained with "
@@ -386,7 +406,7 @@ def _epoch_loader(
     )
     batches = list(split.train_frames[picks].split(cfg.micro_batch_size))
     return _loader(
-        split.cache, batches, cfg.num_workers, device, labels=split.labels, **split.inputs
+        split.cache, batches, cfg.num_workers, device, labels=split.targets, **split.inputs
     )
 
 
@@ -409,8 +429,43 @@ def _loader(
     )
 
 
-def _train_epoch(learner: _Learner, loader: DataLoader, progress: tqdm) -> tuple[float, float, int]:
-    """One pass over ``loader``, an optimiser step every ``learner.accum`` micro-batches.
+@dataclass
+class _StaticFit:
+    """A factored head's static factor fitted on ``batch_size`` training frames' proprio inputs
+    beside each micro-batch: no image, so it costs next to nothing, and the factor is sharp by
+    the time the image half is."""
+
+    proprio: torch.Tensor  # [T, D] of the training frames, on the training device
+    static: torch.Tensor  # [T] float: their is_robot_static
+    batch_size: int
+    generator: torch.Generator
+
+    def loss(self, model: ResNetRewardModel) -> torch.Tensor:
+        picks = torch.randint(len(self.static), (self.batch_size,), generator=self.generator)
+        picks = picks.to(self.static.device)
+        logits = model.proprio_logit(self.proprio[picks])
+        return F.binary_cross_entropy_with_logits(logits, self.static[picks])
+
+
+def _static_fit(
+    cfg: DictConfig, split: _Split, seed: int, device: torch.device
+) -> _StaticFit | None:
+    """The epoch's :class:`_StaticFit` (draws seeded by ``seed``), or None: joint head, or
+    ``static_batch_size=0``."""
+    if cfg.model.head != "factored" or not cfg.static_batch_size:
+        return None
+    frames = split.train_frames
+    proprio = split.inputs["proprio"][frames].to(device)
+    static = split.targets[frames, -1].float().to(device)  # [success, placed, static]
+    generator = torch.Generator().manual_seed(seed)
+    return _StaticFit(proprio, static, cfg.static_batch_size, generator)
+
+
+def _train_epoch(
+    learner: _Learner, loader: DataLoader, progress: tqdm, static_fit: _StaticFit | None = None
+) -> tuple[float, float, int]:
+    """One pass over ``loader``, an optimiser step every ``learner.accum`` micro-batches; with
+    ``static_fit``, its loss joins each micro-batch's.
 
     Returns the mean training loss, the accuracy at logit 0 and the number of frames seen.
     """
@@ -420,14 +475,15 @@ def _train_epoch(learner: _Learner, loader: DataLoader, progress: tqdm) -> tuple
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
     seen = 0
-    for i, (pixels, proprio, labels) in enumerate(loader):
+    for i, (pixels, proprio, targets) in enumerate(loader):
         pixels = pixels.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
         if learner.augment is not None:
             pixels = _augment_views(learner.augment, pixels, model.num_views)
-        with _autocast(device, learner.use_amp):
-            logits = model(pixels, _to(proprio, device))
-        loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
+        logits, loss = _logits_and_loss(learner, pixels, _to(proprio, device), targets)
+        if static_fit is not None:
+            loss = loss + static_fit.loss(model)
+        labels = targets[:, 0] if targets.dim() == 2 else targets
         learner.scaler.scale(loss / accum).backward()
         loss_sum += loss.detach() * labels.numel()
         correct += ((logits.detach() >= 0) == labels.bool()).sum()
@@ -441,6 +497,27 @@ def _train_epoch(learner: _Learner, loader: DataLoader, progress: tqdm) -> tuple
                 progress.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")
     progress.close()
     return loss_sum.item() / seen, correct.item() / seen, seen
+
+
+def _logits_and_loss(
+    learner: _Learner, pixels: torch.Tensor, proprio: torch.Tensor | None, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Success logits (float32) and the loss: BCE on the success label and, for a factored
+    head (``targets`` ``[B, 3]``), the same on each factor's own label (placed, static)."""
+    model = learner.model
+    with _autocast(learner.device, learner.use_amp):
+        if model.head_type == "factored":
+            factors = [logit.float() for logit in model.factor_logits(pixels, proprio)]
+        else:
+            logits = model(pixels, proprio).float()
+    if model.head_type != "factored":
+        return logits, F.binary_cross_entropy_with_logits(logits, targets)
+    logits = and_logit(*factors)
+    loss = sum(
+        F.binary_cross_entropy_with_logits(logit, targets[:, i])
+        for i, logit in enumerate([logits, *factors])
+    )
+    return logits, loss
 
 
 def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:

@@ -65,18 +65,22 @@ class Workload:
     reference_probs: torch.Tensor
     export_dir: Path
     rows: list
+    proprio: torch.Tensor | None = None  # float [256, D] for a model with proprio inputs
     path_rows: list = dataclasses.field(default_factory=list)
     call_rows: list = dataclasses.field(default_factory=list)
     transforms: dict = dataclasses.field(default_factory=dict)
 
 
-def reference_pipeline(model: ResNetRewardModel, images: torch.Tensor) -> torch.Tensor:
-    """The seed's inference: torch-op preprocessing and an eager float32 network."""
+def reference_pipeline(
+    model: ResNetRewardModel, images: torch.Tensor, proprio: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The seed's inference: torch-op preprocessing and an eager float32 network (its proprio
+    inputs, if any, beside)."""
     mean = torch.tensor(model.mean, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(model.std, device=images.device).view(1, 3, 1, 1)
     x = images.permute(0, 3, 1, 2).float() / 255.0
     x = (x - mean) / std
-    return torch.sigmoid(model.backbone_forward(x))
+    return torch.sigmoid(model.backbone_forward(x, proprio))
 
 
 def _render(frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,14 +135,17 @@ def _median_gap(probs: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def workload(tmp_path_factory, pytestconfig) -> Workload:
+    proprio = calibration_proprio = None
     if CHECKPOINT:
         model = ResNetRewardModel.load(CHECKPOINT)
         calibration, validation = frames_from_episodes(
-            EPISODES, max_calibration=CALIBRATION, max_validation=CHUNK
+            EPISODES, max_calibration=CALIBRATION, max_validation=CHUNK, proprio=list(model.proprio)
         )
-        calibration, validation = calibration["pixels"], validation["pixels"]
         # Cycle the validation frames to a full chunk if there are fewer.
-        chunk = validation[torch.arange(CHUNK) % validation.shape[0]]
+        cycle = torch.arange(CHUNK) % validation.shape[0]
+        if model.proprio:
+            proprio, calibration_proprio = validation["proprio"][cycle], calibration["proprio"]
+        calibration, chunk = calibration["pixels"], validation["pixels"][cycle]
     else:
         frames, states = _render(CALIBRATION + CHUNK)
         # Whole episodes apart: calibration frames first, the timed chunk after.
@@ -146,12 +153,20 @@ def workload(tmp_path_factory, pytestconfig) -> Workload:
         model = _proxy_model(calibration, states[:CALIBRATION])
     assert chunk.shape == (CHUNK, SIZE, SIZE, 3), "need 256 frames of 128 px"
     with torch.no_grad():
-        reference_probs = reference_pipeline(model, chunk)
+        reference_probs = reference_pipeline(model, chunk, proprio)
     threshold = model.threshold if CHECKPOINT else _median_gap(reference_probs)
     model.threshold = threshold
     export_dir = tmp_path_factory.mktemp("export")
-    export_reward(model, export_dir, chunk, calibration_frames=calibration, fp16=True)
-    work = Workload(model, chunk.contiguous(), threshold, reference_probs, export_dir, [])
+    export_reward(
+        model,
+        export_dir,
+        chunk,
+        validation_proprio=proprio,
+        calibration_frames=calibration,
+        calibration_proprio=calibration_proprio,
+        fp16=True,
+    )
+    work = Workload(model, chunk.contiguous(), threshold, reference_probs, export_dir, [], proprio)
     yield work
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
@@ -173,20 +188,25 @@ def _print_backend_rows(rows: list) -> None:
 
 
 def _cpu_reference(work: Workload) -> Callable[[], torch.Tensor]:
-    return lambda: reference_pipeline(work.model, work.chunk)
+    return lambda: reference_pipeline(work.model, work.chunk, work.proprio)
 
 
 def _cuda_reference(work: Workload) -> Callable[[], torch.Tensor]:
     """The seed's pipeline on the GPU: the fair baseline for a CUDA backend."""
     model = copy.deepcopy(work.model).cuda()
     chunk = work.chunk.cuda()
+    proprio = _to(work.proprio, "cuda")
 
     def run() -> torch.Tensor:
-        probs = reference_pipeline(model, chunk)
+        probs = reference_pipeline(model, chunk, proprio)
         torch.cuda.synchronize()
         return probs
 
     return run
+
+
+def _to(proprio: torch.Tensor | None, device) -> torch.Tensor | None:
+    return None if proprio is None else proprio.to(device)
 
 
 def _interleaved_best(run, reference, rounds: int = 3) -> tuple[float, float]:
@@ -231,7 +251,9 @@ def _report(
 def test_reference_seed_pipeline(benchmark, workload):
     with torch.no_grad():
         probs = benchmark.pedantic(
-            reference_pipeline, args=(workload.model, workload.chunk), rounds=ROUNDS
+            reference_pipeline,
+            args=(workload.model, workload.chunk, workload.proprio),
+            rounds=ROUNDS,
         )
     _report(benchmark, workload, "reference (seed)", probs)
 
@@ -277,9 +299,10 @@ def _backend(name: str, work: Workload) -> RewardBackend:
 def test_backend_end_to_end(benchmark, workload, name):
     backend = _backend(name, workload)
     chunk = workload.chunk.to(backend.device)
+    proprio = _to(workload.proprio, backend.device)
 
     def run() -> torch.Tensor:
-        probs = backend(chunk)
+        probs = backend(chunk, proprio)
         if backend.device.type == "cuda":
             torch.cuda.synchronize(backend.device)
         return probs
@@ -302,7 +325,8 @@ PATH_VARIANTS = {
     "cuda-fp16-compile-graph-pinned": ("torch", "cuda", GPU_FAST, "pinned"),
     "cuda-fp16-compile-graph-resident": ("torch", "cuda", GPU_FAST, "cuda"),
 }
-PATH_ROUNDS = 3
+PATH_ROUNDS = 3  # on the CPU, seconds each; a GPU variant's best is of GPU_PATH_ROUNDS
+GPU_PATH_ROUNDS = 30
 
 
 def _transform(work: Workload, name: str) -> RewardTransform:
@@ -327,15 +351,18 @@ def _transform(work: Workload, name: str) -> RewardTransform:
     return transform
 
 
-def _rollout(frames: torch.Tensor, where: str, nested: bool = True) -> TensorDict:
-    """A batch as the collector gives it (post-step entries under ``"next"``), or, with
-    ``nested=False``, one step's ``next`` tensordict as an env hands it to the transform."""
-    n = frames.shape[0]
+def _rollout(work: Workload, n: int, where: str, nested: bool = True) -> TensorDict:
+    """The first ``n`` frames (and their proprio entries) as a batch the collector gives
+    (post-step entries under ``"next"``), or, with ``nested=False``, one step's ``next``
+    tensordict as an env hands it to the transform."""
     step = {
-        "pixels": frames,
+        "pixels": work.chunk[:n],
         "reward": torch.zeros(n, 1),
         "done": torch.zeros(n, 1, dtype=torch.bool),
     }
+    if work.proprio is not None:
+        widths = list(work.model.proprio.values())
+        step.update(zip(work.model.proprio, work.proprio[:n].split(widths, dim=-1), strict=True))
     data = TensorDict({"next": step} if nested else step, batch_size=[n])
     if where == "pinned":
         return data.pin_memory()
@@ -385,20 +412,23 @@ def test_reward_path_breakdown(benchmark, workload, name):
     transform = _transform(workload, name)
     backend, device = transform.backend, transform.reward_device
     where = PATH_VARIANTS[name][3]
-    data = _rollout(workload.chunk, where)
+    data = _rollout(workload, CHUNK, where)
     on_device = workload.chunk.to(device)
+    proprio = _to(workload.proprio, device)
     scorer = FrameScorer(backend)
-    run = _timed(device, lambda: transform(data.clone(False)))
-    benchmark.pedantic(run, rounds=PATH_ROUNDS, warmup_rounds=1)
+    # The same batch relabelled again: the env's reward is read back from env_reward.
+    run = _timed(device, lambda: transform(data))
+    rounds = GPU_PATH_ROUNDS if device.type == "cuda" else PATH_ROUNDS
+    benchmark.pedantic(run, rounds=rounds, warmup_rounds=1)
     host = data["next", "pixels"]
     fns = {
         "transform": run,
-        "backend": _timed(device, lambda: backend(on_device)),
+        "backend": _timed(device, lambda: backend(on_device, proprio)),
         "preprocess": _timed(device, _preprocess_fn(backend, on_device)),
     }
     if host.device != device:
         fns["copy"] = _timed(device, lambda: scorer.to_device(host, slice(0, CHUNK)))
-    ms = _best_ms(fns, PATH_ROUNDS)
+    ms = _best_ms(fns, rounds)
     copy_ms = ms.get("copy", 0.0)
     phases = {
         "copy": copy_ms,
@@ -415,9 +445,10 @@ def test_reward_path_breakdown(benchmark, workload, name):
 
 
 def _print_path_rows(rows: list) -> None:
-    print(f"\n\nRewardTransform on {CHUNK} frames of {SIZE} px vs its bare backend, best of ")
-    print(f"{PATH_ROUNDS} interleaved rounds; phases in ms (network = backend - preprocess,")
-    print("rest = transform - copy - backend: checks and write-back)")
+    print(f"\n\nRewardTransform on {CHUNK} frames of {SIZE} px vs its bare backend, best of")
+    print(f"{PATH_ROUNDS} (CPU) or {GPU_PATH_ROUNDS} (GPU) interleaved rounds; phases in ms")
+    print("(network = backend - preprocess, rest = transform - copy - backend: checks and")
+    print("write-back)")
     head = f"{'variant':34s} {'transform':>9s} {'backend':>8s} {'ratio':>6s}"
     print(f"{head} {'copy':>7s} {'preproc':>8s} {'network':>8s} {'rest':>7s}")
     for name, total, bare, ratio, phases in rows:
@@ -434,13 +465,14 @@ def test_per_call_overhead(benchmark, workload, name, batch):
     transform's cost per call over its bare backend's on frames already on its device."""
     transform = _transform(workload, name)
     backend, device = transform.backend, transform.reward_device
-    frames = workload.chunk[:batch]
-    step = _rollout(frames, "cpu", nested=False)
-    on_device = frames.to(device)
-    run = _timed(device, lambda: transform(step.clone(False)))
-    rounds = PATH_ROUNDS if batch == CHUNK else 20
+    step = _rollout(workload, batch, "cpu", nested=False)
+    on_device = workload.chunk[:batch].to(device)
+    proprio = None if workload.proprio is None else workload.proprio[:batch].to(device)
+    run = _timed(device, lambda: transform(step))
+    rounds = PATH_ROUNDS if batch == CHUNK and device.type == "cpu" else 20
     benchmark.pedantic(run, rounds=rounds, warmup_rounds=1)
-    ms = _best_ms({"transform": run, "backend": _timed(device, lambda: backend(on_device))}, rounds)
+    bare = _timed(device, lambda: backend(on_device, proprio))
+    ms = _best_ms({"transform": run, "backend": bare}, rounds)
     overhead = ms["transform"] - ms["backend"]
     benchmark.extra_info.update(
         {"batch": batch, "overhead_ms": overhead, "transform_ms": ms["transform"]}

@@ -375,9 +375,14 @@ def test_terminal_only_and_proprio_on_a_gpu_reward_model():
         cpu = RewardTransform(model=model, device="cpu", **kwargs)
         for source in (data, data.to("cuda")):
             got = gpu(source.clone())["next", "reward"]
-            assert got.device == source.device
+            assert got.device == source["next", "pixels"].device
             want = cpu(data.clone())["next", "reward"]
             torch.testing.assert_close(got.cpu(), want, atol=1e-2, rtol=0)
+    broken = data.to("cuda")
+    broken["next", "qvel"][1, 3, 0] = float("nan")  # checked in the wait for the rewards
+    with pytest.raises(ValueError, match="NaN"):
+        gpu(broken)
+    assert "model_success_prob" not in broken["next"]
 
 
 def test_a_checkpoint_replaced_on_disk_is_scored_from_the_next_call(

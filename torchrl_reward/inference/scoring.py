@@ -7,9 +7,11 @@ import torch
 from torchrl_reward.inference.base import RewardBackend
 from torchrl_reward.utils import score_chunks
 
-# Host frames reach a GPU in pieces of about this size through two pinned buffers: the host
-# gathers one piece while the previous one is copied (256 frames at 128 px: 7 pieces of 42).
-_PIECE_BYTES = 2 << 20
+# Host frames reach a GPU in pieces of at most this size through two pinned buffers: the host
+# gathers one piece while the previous one is copied. A 256-frame chunk at 128 px (12.6 MB) is
+# one piece: on an H200 host, one multi-threaded gather then one copy took 0.35 ms, and pieces
+# of 42 frames 0.49 ms (the per-piece waits cost more than the overlap saves).
+_PIECE_BYTES = 16 << 20
 
 Rows = slice | torch.Tensor  # a range of frames, or the indices of the frames to score
 

@@ -312,10 +312,10 @@ class RewardTransform(Transform):
                     f"B={list(batch)}, got {value.dtype} {list(value.shape)}."
                 )
             values.append(value)
-        proprio = torch.cat(values, dim=-1).float()
-        if not bool(torch.isfinite(proprio).all()):
-            raise ValueError(f"RewardTransform: proprio inputs {names} hold NaN or inf values.")
-        return proprio
+        return (values[0] if len(values) == 1 else torch.cat(values, dim=-1)).float()
+
+    def _bad_proprio_message(self) -> str:
+        return f"RewardTransform: proprio inputs {list(self.model.proprio)} hold NaN or inf values."
 
     @torch.no_grad()
     def success_prob(
@@ -361,12 +361,22 @@ class RewardTransform(Transform):
     def _score(
         self, flat: torch.Tensor, proprio: torch.Tensor | None, index: torch.Tensor | None
     ) -> torch.Tensor:
-        """P(success) of ``flat[index]`` on the frames' device, checked to be finite."""
+        """P(success) of ``flat[index]`` on the frames' device, checked to be finite, as are
+        the proprio inputs."""
         start = time.perf_counter()
         scorer = self.__dict__["_scorer"]
-        # The one wait for the reward device: its probabilities coming back.
+        on_gpu = proprio is not None and proprio.device.type != "cpu"
+        if proprio is not None and not on_gpu and not bool(torch.isfinite(proprio).all()):
+            raise ValueError(self._bad_proprio_message())
+        # The one wait for the reward device: its probabilities coming back (and the check of
+        # GPU-resident proprio inputs, made in the same wait; nothing is written before it).
         probs = scorer(flat, proprio, index).to(flat.device, torch.float32)
-        if not bool(torch.isfinite(probs).all()):
+        finite = torch.isfinite(probs).all()
+        if on_gpu:
+            finite &= torch.isfinite(proprio).all().to(finite.device)
+        if not bool(finite):
+            if on_gpu and not bool(torch.isfinite(proprio).all()):
+                raise ValueError(self._bad_proprio_message())
             raise RuntimeError(
                 f"RewardTransform: the {scorer.backend.name} backend returned NaN/inf "
                 "probabilities; the checkpoint weights or the export are broken (re-train or "

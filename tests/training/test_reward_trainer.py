@@ -165,6 +165,27 @@ def test_early_stopping_ends_the_run_and_stays_ended(reward_dataset, tmp_path):
     assert again.threshold == result.threshold
 
 
+def test_fine_tuning_starts_from_init_from_and_keeps_it_unless_beaten(
+    trained, reward_dataset, tmp_path
+):
+    reference, _ = trained
+    start = ResNetRewardModel.load(reference.best_path)
+    # min_delta=1: no epoch beats the starting model, which stays the best (epoch 0).
+    config = _config(
+        reward_dataset, tmp_path, init_from=str(reference.best_path), min_delta=1.0, plots=False
+    )
+    result = train_reward_model(config)
+    best = ResNetRewardModel.load(result.best_path)
+    assert best.checkpoint_metadata["epoch"] == 0 and len(result.history) == 2
+    for name, value in start.state_dict().items():
+        torch.testing.assert_close(best.state_dict()[name], value, atol=0, rtol=0)
+    last = ResNetRewardModel.load(result.last_path).state_dict()
+    assert any(not torch.equal(last[n], v) for n, v in start.state_dict().items())
+    with pytest.raises(ValueError, match=r"does not fit this run's model.*image_size"):
+        bigger = _config(reward_dataset, tmp_path / "b", init_from=str(reference.best_path))
+        train_reward_model({**bigger, "model": {"image_size": 64}})
+
+
 def test_resume_with_another_image_size_raises(trained, reward_dataset, tmp_path):
     _, save_dir = trained
     shutil.copy(save_dir / "reward_model_last.pt", tmp_path / "reward_model_last.pt")

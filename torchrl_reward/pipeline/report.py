@@ -81,6 +81,20 @@ def classifier_verdict(metrics: dict[str, float], frame_label: str, proprio: boo
     )
 
 
+def _starting_model(model: ResNetRewardModel) -> list[str]:
+    """A line on where training started when it fine-tuned a kept model (``init_from``)."""
+    init_from = model.checkpoint_metadata["training_config"].get("init_from")
+    if init_from is None:
+        return []
+    epoch = model.checkpoint_metadata.get("epoch")
+    kept = (
+        "no fine-tuning epoch beat it on this run's held-out episodes, so it is the model kept"
+        if epoch == 0
+        else f"fine-tuned on this run's episodes; epoch {epoch} kept"
+    )
+    return [f"Training started from `{init_from}`; {kept}.", ""]
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float) and value.is_integer() and abs(value) > 1:
         return str(int(value))
@@ -147,6 +161,7 @@ def write_report(run_dir: Path, state: dict[str, Any], model: ResNetRewardModel)
         "",
         "## 2. Reward model (validation, held out by episode)",
         "",
+        *_starting_model(model),
         "| metric | value |",
         "|---|---|",
         *(f"| {k} | {_fmt(v)} |" for k, v in sorted(m.items()) if k != "threshold"),

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from torchrl.record.loggers import Logger, get_logger
 from tqdm import tqdm
 
+from torchrl_reward.hydra_configs import REPO_ROOT
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.models.resnet import and_logit, split_views, tile_views
 from torchrl_reward.training.cache import FLAG_KEYS, FrameCache, build_frame_cache
@@ -83,9 +84,10 @@ def train_reward_model(
         cfg: a :class:`TrainConfig`, a mapping or a Hydra ``DictConfig`` (merged onto the
             defaults; see ``configs/train_reward.yaml``).
 
-    Steps: frame cache -> episode split -> model -> optimiser -> resume (from the last
-    checkpoint) -> per epoch: train, validate, checkpoint the best, early-stopping count, log,
-    checkpoint the last -> calibrate the best model's threshold -> plots.
+    Steps: frame cache -> episode split -> model (fresh, or ``init_from``'s weights, validated
+    as epoch 0's candidate) -> optimiser -> resume (from the last checkpoint) -> per epoch:
+    train, validate, checkpoint the best, early-stopping count, log, checkpoint the last ->
+    calibrate the best model's threshold -> plots.
 
     Writes into ``save_dir``: ``reward_model_best.pt`` (best validation epoch, with the
     threshold meeting ``target_fpr``), ``reward_model_last.pt`` (for resume, with the history),
@@ -108,6 +110,12 @@ def train_reward_model(
         saved = _resume_state(last_path, model.config(), cache.fingerprint, _split_settings(cfg))
     progress = _restore(learner, saved)
     logger = _make_logger(cfg, save_dir, saved)
+    if cfg.init_from is not None and saved is None:
+        # Fine-tuning must earn its place: the starting model is epoch 0's candidate for best.
+        _, val = _validate(cfg, learner, split)
+        progress.best = list(_score(val, cfg.monitor))
+        _save(best_path, _checkpoint(cfg, learner.model, split, -1, val=val))
+        _log_scalars(logger, {f"val/{k}": val[k] for k in VAL_KEYS}, step=0)
     samples = cfg.samples_per_epoch or split.train_frames.numel()
     steps = max(1, samples // cfg.global_batch_size)
 
@@ -252,7 +260,33 @@ def _make_model(cfg: DictConfig, split: _Split) -> ResNetRewardModel:
         model_kwargs["proprio_mean"] = train_proprio.mean(0).tolist()
         model_kwargs["proprio_std"] = train_proprio.std(0).clamp_min(1e-3).tolist()
     torch.manual_seed(cfg.seed)  # the initial weights
+    if cfg.init_from is not None:
+        return _initial_model(cfg.init_from, model_kwargs)
     return ResNetRewardModel(**model_kwargs)
+
+
+def _initial_model(init_from: str, model_kwargs: dict[str, Any]) -> ResNetRewardModel:
+    """The ``init_from`` checkpoint's model, checked to be the one ``model.*`` asks for.
+
+    It keeps its own proprio normalisation (its weights were fitted to it). A relative path not
+    found from the working directory is looked up in the repository (``checkpoints/``).
+    """
+    path = Path(init_from)
+    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
+        path = REPO_ROOT / path
+    model = ResNetRewardModel.load(path)
+    have = model.config()
+    keys = ("arch", "image_size", "num_views", "proprio", "head")
+    wrong = {
+        k: (have[k], model_kwargs.get(k, {})) for k in keys if have[k] != model_kwargs.get(k, {})
+    }
+    if wrong:
+        details = ", ".join(f"{k}: checkpoint {a!r}, this run {b!r}" for k, (a, b) in wrong.items())
+        raise ValueError(
+            f"init_from {str(path)!r} does not fit this run's model ({details}); set model.* to "
+            "match it or init_from=null to train from scratch."
+        )
+    return model
 
 
 @dataclass

@@ -190,6 +190,20 @@ def test_exports_the_views_the_model_was_trained_on(frames, tmp_path):
     assert {owner[bytes(f.numpy())] for f in parity_frames} == set(recorded)
 
 
+def _export_with_proprio(model, out, frames, qvel) -> dict:
+    """``export_reward`` of a proprio model: 24 frames calibrate int8, the rest check parity."""
+    return export_reward(
+        model,
+        out,
+        frames[24:],
+        validation_proprio=qvel[24:],
+        calibration_frames=frames[:24],
+        calibration_proprio=qvel[:24],
+        fp16=False,
+        chunk_size=16,
+    )
+
+
 def test_two_view_proprio_model_exports_quantises_and_passes_parity(tmp_path):
     """Views and proprio inputs go through ONNX export, int8 and the parity gate like images."""
     torch.manual_seed(0)
@@ -200,16 +214,7 @@ def test_two_view_proprio_model_exports_quantises_and_passes_parity(tmp_path):
     model.threshold = float(model.predict_proba(frames[24:], qvel[24:]).median())
     with pytest.raises(ValueError, match=r"pass validation_proprio"):
         export_reward(model, tmp_path / "bad", frames[24:])
-    manifest = export_reward(
-        model,
-        tmp_path / "out",
-        frames[24:],
-        validation_proprio=qvel[24:],
-        calibration_frames=frames[:24],
-        calibration_proprio=qvel[:24],
-        fp16=False,
-        chunk_size=16,
-    )
+    manifest = _export_with_proprio(model, tmp_path / "out", frames, qvel)
     assert manifest["num_views"] == 2 and manifest["proprio"] == {"qvel": 9}
     assert manifest["backends"]["onnxruntime-fp32"]["passed"]
     assert manifest["backends"]["onnxruntime-fp32"]["max_abs_diff"] < 1e-4
@@ -231,16 +236,7 @@ def test_factored_model_exports_with_its_product_inside_the_graph(tmp_path):
     frames = torch.randint(0, 256, (48, 32, 32, 3), dtype=torch.uint8, generator=generator)
     qvel = torch.randn(48, 9, generator=generator)
     model.threshold = float(model.predict_proba(frames[24:], qvel[24:]).median())
-    manifest = export_reward(
-        model,
-        tmp_path / "out",
-        frames[24:],
-        validation_proprio=qvel[24:],
-        calibration_frames=frames[:24],
-        calibration_proprio=qvel[:24],
-        fp16=False,
-        chunk_size=16,
-    )
+    manifest = _export_with_proprio(model, tmp_path / "out", frames, qvel)
     assert manifest["backends"]["onnxruntime-fp32"]["passed"]
     assert "agreement" in manifest["backends"]["onnxruntime-int8"]
     backend = OnnxBackend(tmp_path / "out" / "reward_fp32.onnx", chunk_size=16)

@@ -67,8 +67,8 @@ class TrainConfig:
     # more training frames beside each micro-batch (no image: cheap; 0: the micro-batch only)
     static_lr: float = 3.0e-3
     static_batch_size: int = 256
-    # a reward-model checkpoint whose weights start training (fine-tuning, e.g. the one kept in
-    # checkpoints/); it must fit model.*: None trains from scratch
+    # a reward-model checkpoint whose weights start training (fine-tuning a model trained on
+    # more episodes); it must fit model.*: None trains from scratch
     init_from: str | None = None
     frame_label: str = "success"  # success | success_once (from the first on) | placed
     views: list[int] | None = None  # which tiled views of the recorded frames; None: all

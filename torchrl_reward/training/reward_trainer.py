@@ -269,7 +269,7 @@ def _initial_model(init_from: str, model_kwargs: dict[str, Any]) -> ResNetReward
     """The ``init_from`` checkpoint's model, checked to be the one ``model.*`` asks for.
 
     It keeps its own proprio normalisation (its weights were fitted to it). A relative path not
-    found from the working directory is looked up in the repository (``checkpoints/``).
+    found from the working directory is looked up in the repository, as PPO's ``init`` paths.
     """
     path = Path(init_from)
     if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():

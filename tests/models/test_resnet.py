@@ -92,11 +92,39 @@ def test_bad_images_raise(model, images, error):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"arch": "vgg16"}, {"image_size": 8}, {"threshold": 1.5}, {"std": (0.0, 1.0, 1.0)}],
+    [
+        {"arch": "vgg16"},
+        {"image_size": 8},
+        {"threshold": 1.5},
+        {"std": (0.0, 1.0, 1.0)},
+        {"stages": 5},
+    ],
 )
 def test_bad_config_raises(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         ResNetRewardModel(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("arch", "stages", "features", "millions"),
+    [("resnet10", 3, 256, 1.2), ("resnet18", 2, 128, 0.7), ("resnet18", 4, 512, 11.2)],
+)
+def test_fewer_stages_make_a_smaller_trunk_that_round_trips(tmp_path, arch, stages, features, millions):
+    """A truncated trunk pools its last kept stage's features; the checkpoint rebuilds it."""
+    torch.manual_seed(4)
+    model = ResNetRewardModel(arch=arch, stages=stages, image_size=32).eval()
+    assert model.head[0].in_features == features
+    trunk = sum(p.numel() for p in model.backbone.parameters()) / 1e6
+    assert trunk == pytest.approx(millions, abs=0.1)
+    loaded = ResNetRewardModel.load(model.save(tmp_path / "small.pt"))
+    assert loaded.config()["stages"] == stages
+    images = _images(n=3, seed=5)
+    assert torch.equal(loaded.predict_proba(images), model.predict_proba(images))
+
+
+def test_resnet10_has_no_imagenet_weights():
+    with pytest.raises(ValueError, match="resnet10 has no ImageNet weights"):
+        ResNetRewardModel(arch="resnet10", pretrained_weights="imagenet")
 
 
 def test_every_trainable_parameter_gets_gradient():

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from torchrl_reward.models.resnet import keep_stages, torchvision_resnet
 from torchrl_reward.ops import conv2d_relu, fold_batchnorm, fuse_conv_relu
 from torchrl_reward.ops.fused_conv import ConvReLU, FusedBlock
 
@@ -38,6 +39,22 @@ def test_fused_resnet_keeps_the_output(arch):
     blocks = [m for m in net.modules() if isinstance(m, FusedBlock)]
     assert len(blocks) == (8 if arch == "resnet18" else 16)
     assert isinstance(net.conv1, ConvReLU)
+
+
+def test_fused_truncated_trunk_keeps_the_output():
+    """A trunk with its last stage dropped (``keep_stages``) fuses the stages it kept."""
+    torch.manual_seed(0)
+    net = torchvision_resnet("resnet10").eval()
+    keep_stages(net, 3)
+    net.fc = nn.Identity()
+    net = fold_batchnorm(net)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = net(x)
+        fuse_conv_relu(net)
+        out = net(x)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
+    assert len([m for m in net.modules() if isinstance(m, FusedBlock)]) == 3
 
 
 def test_op_matches_conv_add_relu_and_keeps_channels_last():

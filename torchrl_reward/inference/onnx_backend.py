@@ -71,6 +71,7 @@ def _metadata(model: ResNetRewardModel, precision: str) -> dict[str, Any]:
         "std": list(model.std),
         "threshold": model.threshold,
         "arch": model.arch,
+        "stages": model.stages,
         "precision": precision,
         "fingerprint": model_fingerprint(model),
     }

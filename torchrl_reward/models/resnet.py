@@ -26,13 +26,14 @@ import torch
 import torchvision
 from torch import nn
 from torch.nn import functional as F
+from torchvision.models.resnet import BasicBlock, ResNet
 
 from torchrl_reward.ops import preprocess
 from torchrl_reward.utils import atomic_write, frame_chunks, score_chunks
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+ARCHS = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 CHECKPOINT_FORMAT = "torchrl_reward.ResNetRewardModel"
 CHECKPOINT_VERSION = 1
 _PROPRIO_FEATURES = 64
@@ -124,8 +125,29 @@ def preprocess_frames(
     return preprocess(views, mean, std, size=size, dtype=dtype, channels_last=channels_last)
 
 
+def torchvision_resnet(arch: str) -> ResNet:
+    """A randomly initialised torchvision ResNet: ``resnet18`` ... ``resnet152`` as torchvision
+    names them, and ``resnet10`` (one basic block per stage, as SERL's reward classifier), built
+    by torchvision's own :class:`~torchvision.models.ResNet` class."""
+    if arch == "resnet10":
+        return ResNet(BasicBlock, [1, 1, 1, 1])
+    return getattr(torchvision.models, arch)(weights=None)
+
+
+def keep_stages(backbone: ResNet, stages: int) -> int:
+    """Drop ``backbone``'s residual stages after the first ``stages`` (1-4) in place; returns
+    the width of the features it then pools. Most of a ResNet's weights are in its last stage
+    (8.4 of ResNet-18's 11.2 M), so fewer stages make a checkpoint small enough to ship."""
+    for index in range(stages + 1, 5):
+        setattr(backbone, f"layer{index}", nn.Identity())
+    last = getattr(backbone, f"layer{stages}")
+    return [m for m in last.modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
+
+
 def imagenet_weights_path(arch: str) -> Path:
     """Where torchvision caches ``arch``'s ImageNet weights (``$TORCH_HOME/hub/checkpoints``)."""
+    if arch == "resnet10":
+        raise ValueError("resnet10 has no ImageNet weights in torchvision; train it from scratch.")
     weights = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
 
@@ -172,8 +194,10 @@ class ResNetRewardModel(nn.Module):
     """A torchvision ResNet with a one-logit head that scores P(success) of RGB frames.
 
     Args:
-        arch (str, optional): torchvision ResNet depth, one of ``resnet18`` ... ``resnet152``.
-            Defaults to ``"resnet18"``.
+        arch (str, optional): torchvision ResNet depth, one of ``resnet10`` ... ``resnet152``
+            (:func:`torchvision_resnet`). Defaults to ``"resnet18"``.
+        stages (int, optional): residual stages of the trunk kept, 1-4 (:func:`keep_stages`):
+            ``resnet10`` with 3 stages is 1.2 M weights, ResNet-18 11.2 M. Defaults to ``4``.
         image_size (int, optional): side of the square network input; frames of another size
             are resized (bilinear). Defaults to ``128``.
         mean (sequence of float, optional): per-channel mean in [0, 1]. Defaults to ImageNet's.
@@ -229,12 +253,15 @@ class ResNetRewardModel(nn.Module):
         proprio_mean: Sequence[float] | None = None,
         proprio_std: Sequence[float] | None = None,
         head: str = "joint",
+        stages: int = 4,
     ) -> None:
         super().__init__()
         mean = IMAGENET_MEAN if mean is None else mean
         std = IMAGENET_STD if std is None else std
         if arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}.")
+        if stages not in (1, 2, 3, 4):
+            raise ValueError(f"stages must be 1, 2, 3 or 4 (residual stages kept), got {stages!r}.")
         if not (isinstance(image_size, int) and 16 <= image_size <= 1024):
             raise ValueError(f"image_size must be an int in [16, 1024], got {image_size!r}.")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
@@ -264,6 +291,7 @@ class ResNetRewardModel(nn.Module):
                 f"{len(proprio_mean)} and {len(proprio_std)}."
             )
         self.arch = arch
+        self.stages = stages
         self.image_size = image_size
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
@@ -279,10 +307,10 @@ class ResNetRewardModel(nn.Module):
             self.register_buffer(name, tensor, persistent=False)
         self.checkpoint_metadata: dict[str, Any] = {}
 
-        backbone = getattr(torchvision.models, arch)(weights=None)
+        backbone = torchvision_resnet(arch)
         if pretrained_weights is not None:
             _load_pretrained(backbone, pretrained_weights, arch)
-        features = backbone.fc.in_features
+        features = keep_stages(backbone, stages)
         backbone.fc = nn.Identity()
         self.backbone = backbone
         self.proprio_encoder = (
@@ -313,6 +341,7 @@ class ResNetRewardModel(nn.Module):
         """The constructor arguments that rebuild this architecture (no weights)."""
         return {
             "arch": self.arch,
+            "stages": self.stages,
             "image_size": self.image_size,
             "mean": list(self.mean),
             "std": list(self.std),

@@ -138,6 +138,6 @@ def fuse_conv_relu(resnet: ResNet) -> ResNet:
     resnet.conv1 = ConvReLU(resnet.conv1)
     resnet.relu = nn.Identity()
     for layer in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4):
-        for i, block in enumerate(layer):
+        for i, block in enumerate(layer if isinstance(layer, nn.Sequential) else ()):
             layer[i] = FusedBlock(block)
     return resnet

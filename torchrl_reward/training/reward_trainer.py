@@ -276,7 +276,7 @@ def _initial_model(init_from: str, model_kwargs: dict[str, Any]) -> ResNetReward
         path = REPO_ROOT / path
     model = ResNetRewardModel.load(path)
     have = model.config()
-    keys = ("arch", "image_size", "num_views", "proprio", "head")
+    keys = ("arch", "stages", "image_size", "num_views", "proprio", "head")
     wrong = {
         k: (have[k], model_kwargs.get(k, {})) for k in keys if have[k] != model_kwargs.get(k, {})
     }
@@ -366,7 +366,7 @@ def _resume_state(
         )
     # Keys older checkpoints lack take the image-only, one-view defaults.
     defaults = (("arch", None), ("image_size", None), ("num_views", 1), ("proprio", {}))
-    for key, default in (*defaults, ("head", "joint")):
+    for key, default in (*defaults, ("head", "joint"), ("stages", 4)):
         if saved.get(key, default) != model_config[key]:
             raise ValueError(
                 f"Cannot resume {str(last_path)!r}: it was trained with "

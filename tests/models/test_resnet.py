@@ -109,7 +109,9 @@ def test_bad_config_raises(kwargs):
     ("arch", "stages", "features", "millions"),
     [("resnet10", 3, 256, 1.2), ("resnet18", 2, 128, 0.7), ("resnet18", 4, 512, 11.2)],
 )
-def test_fewer_stages_make_a_smaller_trunk_that_round_trips(tmp_path, arch, stages, features, millions):
+def test_fewer_stages_make_a_smaller_trunk_that_round_trips(
+    tmp_path, arch, stages, features, millions
+):
     """A truncated trunk pools its last kept stage's features; the checkpoint rebuilds it."""
     torch.manual_seed(4)
     model = ResNetRewardModel(arch=arch, stages=stages, image_size=32).eval()

@@ -229,9 +229,11 @@ def test_two_view_proprio_model_exports_quantises_and_passes_parity(tmp_path):
 
 def test_factored_model_exports_with_its_product_inside_the_graph(tmp_path):
     """The factored head's and_logit is part of the exported network: ONNX Runtime returns
-    the product of the two factors' probabilities, and int8 goes through the parity gate."""
+    the product of the two factors' probabilities, and int8 goes through the parity gate. The
+    trunk is the 2-stage one the kept model has."""
     torch.manual_seed(0)
-    model = ResNetRewardModel(image_size=32, proprio={"qvel": 9}, head="factored").eval()
+    model = ResNetRewardModel(image_size=32, proprio={"qvel": 9}, head="factored", stages=2)
+    model.eval()
     generator = torch.Generator().manual_seed(0)
     frames = torch.randint(0, 256, (48, 32, 32, 3), dtype=torch.uint8, generator=generator)
     qvel = torch.randn(48, 9, generator=generator)

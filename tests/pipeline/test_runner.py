@@ -43,6 +43,7 @@ def test_report_and_every_artefact_exist(tiny_run):
         "reward_export/export.json",
         "reward_export/reward_fp32.onnx",
         "ppo/checkpoints/ppo_last.pt",
+        "ppo_dense/checkpoints/ppo_last.pt",
     ):
         assert (run_dir / name).is_file(), name
     state = json.loads((run_dir / "pipeline.json").read_text())
@@ -67,6 +68,23 @@ def test_report_figures_match_the_logs_and_files(tiny_run):
     label = cfg.train.get("frame_label", "success")
     verdict = classifier_verdict(metrics, label, proprio=bool(cfg.train.model.proprio))
     assert verdict in report  # the verdict in words, at the top
+
+
+def test_dense_arm_runs_the_learned_runs_budget_on_the_env_reward(tiny_run):
+    """The comparison arm: same start, seed and frames, the dense reward, no reward model."""
+    run_dir, _ = tiny_run
+    stages = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+    dense, learned = stages["ppo_dense"], stages["ppo"]
+    assert dense["frames"] == learned["frames"]
+    steps = {
+        arm: list(read_scalar(run_dir / arm / "logs", "rollout/rewards")[0])
+        for arm in ("ppo", "ppo_dense")
+    }
+    assert steps["ppo_dense"] == steps["ppo"]  # the same frames, iteration for iteration
+    with pytest.raises(FileNotFoundError):
+        read_scalar(run_dir / "ppo_dense" / "logs", "reward_model/fpr")
+    report = (run_dir / "report.md").read_text()
+    assert f"dense reward instead ({dense['frames']} frames" in report
 
 
 def test_ppo_scores_with_the_backend_auto_picks_from_the_export(tiny_run):

@@ -178,6 +178,7 @@ def write_report(run_dir: Path, state: dict[str, Any], model: ResNetRewardModel)
         "|---|---|",
         f"| success rate before (sim, deterministic) | {_fmt(ppo['success_before'])} |",
         f"| success rate after | {_fmt(ppo['success_after'])} |",
+        *_dense_arm(stages),
         f"| PPO frames | {ppo['frames']} |",
         f"| reward backend | {ppo.get('reward_backend') or 'n/a'} |",
         f"| exports' label agreement with float32 torch | {_exports(stages)} |",
@@ -198,7 +199,7 @@ def write_report(run_dir: Path, state: dict[str, Any], model: ResNetRewardModel)
         "|---|---|",
         *(
             f"| {name} | {stages[name]['seconds'] / 60:.1f} |"
-            for name in ("collect", "train", "export", "ppo")
+            for name in ("collect", "train", "export", "ppo", "ppo_dense")
             if name in stages
         ),
         "",
@@ -206,6 +207,17 @@ def write_report(run_dir: Path, state: dict[str, Any], model: ResNetRewardModel)
     with atomic_write(run_dir / "report.md", "w") as f:
         f.write("\n".join(lines))
     return {"agreement": agreement, "reward_s": reward_s, "reward_share": reward_share}
+
+
+def _dense_arm(stages: dict[str, Any]) -> list[str]:
+    """The dense-reward arm's row (same start, seed and frames), when the job ran it."""
+    dense = stages.get("ppo_dense")
+    if dense is None:
+        return []
+    return [
+        f"| success rate after, dense reward instead ({dense['frames']} frames, same start and "
+        f"seed) | {_fmt(dense['success_after'])} |"
+    ]
 
 
 def _budget_note(ppo_init: str, frames: int) -> str:

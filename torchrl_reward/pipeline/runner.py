@@ -36,7 +36,7 @@ from torchrl_reward.utils import atomic_write
 
 log = logging.getLogger(__name__)
 STATE_NAME = "pipeline.json"
-STAGES = ("collect", "train", "export", "ppo", "report")
+STAGES = ("collect", "train", "export", "ppo", "ppo_dense", "report")
 
 
 class StageError(RuntimeError):
@@ -221,6 +221,20 @@ def _stage_ppo(
     }
 
 
+def _stage_ppo_dense(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """The comparison arm: the learned-reward run's start, seed and frames on the env's dense
+    reward (state only, so it costs a fraction of the learned run); the report sets it beside."""
+    ppo_dir = run_dir / "ppo_dense"
+    overrides = [o for o in cfg.ppo_overrides if not o.lstrip("+~").startswith("reward.")]
+    ppo_cfg = _ppo_config(cfg, ppo_dir, [], overrides)
+    metrics = train_ppo(ppo_cfg, ppo_dir)
+    return {
+        "success_after": _success_rate(ppo_cfg, str(checkpoint_path(ppo_dir)), cfg.eval_episodes),
+        "frames": ppo_cfg.ppo.total_frames,
+        "last_metrics": metrics,
+    }
+
+
 def _run_stage(
     name: str, run_dir: Path, state: dict[str, Any], fn: Callable[[], dict[str, Any]]
 ) -> dict[str, Any]:
@@ -271,6 +285,8 @@ def run_pipeline(cfg: DictConfig) -> Path:
         index = STAGES.index("export") + 1
         print(f"[{index}/{len(STAGES)}] export skipped (export.enabled=false)")
     _run_stage("ppo", run_dir, state, lambda: _stage_ppo(cfg, run_dir, checkpoint, export_dir))
+    if cfg.dense_arm:
+        _run_stage("ppo_dense", run_dir, state, lambda: _stage_ppo_dense(cfg, run_dir))
     model = ResNetRewardModel.load(checkpoint)
     _run_stage("report", run_dir, state, lambda: write_report(run_dir, state, model))
     state["complete"] = True

@@ -128,7 +128,7 @@ def test_rerun_reuses_finished_stages(tiny_run, capsys):
     before = (run_dir / "reward_model" / "reward_model_best.pt").stat().st_mtime
     run_pipeline(cfg)
     out = capsys.readouterr().out
-    assert out.count("reused") == 5
+    assert out.count("reused") == 6  # every stage, the dense arm too
     assert (run_dir / "reward_model" / "reward_model_best.pt").stat().st_mtime == before
     # Stopped after the export wrote its manifest, before the stage was marked done: kept.
     manifest = run_dir / "reward_export" / "export.json"
@@ -154,6 +154,7 @@ def test_collects_while_the_kept_policy_trains(tmp_path, capsys):
             "collect.policy=ppo",
             "ppo_init=kept_bc",
             "export.enabled=false",
+            "dense_arm=false",
         ],
     )
     cfg.ppo_overrides.append("logger.backend=tensorboard")
@@ -164,6 +165,7 @@ def test_collects_while_the_kept_policy_trains(tmp_path, capsys):
     report = (tmp_path / "report.md").read_text()
     assert _agreement_fpr_row(tmp_path) in report
     assert "| reward backend | torch |" in report and not (tmp_path / "reward_export").exists()
+    assert "dense reward instead" not in report and not (tmp_path / "ppo_dense").exists()
     state = json.loads((tmp_path / "pipeline.json").read_text())
     counts = state["stages"]["collect"]["counts"]
     assert counts["success"] >= 2 and counts["failure"] >= 2
@@ -195,6 +197,7 @@ def test_collect_and_ppo_stages_on_ray(tmp_path):
             "collect.policy=ppo",
             "ppo_init=kept_bc",
             "export.enabled=false",
+            "dense_arm=false",
         ],
     )
     cfg.ppo_overrides.append("ppo.total_frames=20")  # one batch: 2 collectors x 10 steps

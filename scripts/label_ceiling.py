@@ -6,12 +6,14 @@ On the model's own validation frames and labels (its checkpoint's data_path, spl
 frame_label), frames are scored by privileged PickCube state, for measurement only: the true
 cube-to-goal distance (all an image can show), and that distance with the robot's static flag
 (what an image plus joint velocities can show). A ``head=factored`` model also has each of its
-two factors scored against its own flag (placed, static): which half limits it. Writes
+two factors scored against its own flag (placed, static), and is scored again with each factor
+replaced by its true flag: which half limits it, frames and episodes. Writes
 ``label_ceiling.json`` beside the model.
 """
 
 import json
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
@@ -24,6 +26,7 @@ from torchrl_reward.training import (
     FrameCache,
     binary_metrics,
     build_frame_cache,
+    episode_metrics,
     frame_labels,
     frames_of,
     roc_auc,
@@ -39,16 +42,31 @@ def _cube_to_goal(path: Path) -> torch.Tensor:
     return (states[:, CUBE_POS] - states[:, GOAL_POS]).norm(dim=-1)
 
 
-def _at_fpr(scores: torch.Tensor, labels: torch.Tensor, target_fpr: float) -> dict[str, float]:
-    metrics = binary_metrics(scores, labels, threshold_at_fpr(scores, labels, target_fpr))
-    return {k: metrics[k] for k in ("roc_auc", "recall", "fpr")}
+def _at_fpr(
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    target_fpr: float,
+    cache: FrameCache,
+    frames: torch.Tensor,
+) -> dict[str, float]:
+    """Frame metrics of ``scores`` at the threshold for ``target_fpr``, and its episodes' at it."""
+    threshold = threshold_at_fpr(scores, labels, target_fpr)
+    metrics = binary_metrics(scores, labels, threshold)
+    metrics.update(episode_metrics(scores, cache, frames, threshold))
+    return {k: metrics[k] for k in ("roc_auc", "recall", "fpr", "episode_balanced_accuracy")}
 
 
 @torch.no_grad()
-def _factor_aucs(
-    model: ResNetRewardModel, cache: FrameCache, frames: torch.Tensor, views: list[int] | None
-) -> dict[str, float]:
-    """A factored model's two factors, each ROC-AUC against its own flag on ``frames``."""
+def _factors(
+    model: ResNetRewardModel,
+    cache: FrameCache,
+    frames: torch.Tensor,
+    views: list[int] | None,
+    labels: torch.Tensor,
+    target_fpr: float,
+) -> dict[str, Any]:
+    """A factored model's two factors, each ROC-AUC against its own flag on ``frames``, and the
+    model with one factor replaced by its true flag (``true_static``: the image half alone)."""
     model.eval()
     proprio = proprio_inputs(cache, list(model.proprio))
     recorded = recorded_views(cache)
@@ -56,10 +74,14 @@ def _factor_aucs(
         model.factor_logits(select_views(cache.pixels[idx], views, recorded), proprio[idx])
         for idx in frames.split(256)
     ]
-    placed, static = (torch.cat(factor) for factor in zip(*logits, strict=True))
+    placed, static = (torch.cat(factor).sigmoid().flatten() for factor in zip(*logits, strict=True))
+    placed_flag = cache.extra("is_obj_placed")[frames]
+    static_flag = cache.extra("is_robot_static")[frames]
     return {
-        "placed_roc_auc": roc_auc(placed, cache.extra("is_obj_placed")[frames]),
-        "static_roc_auc": roc_auc(static, cache.extra("is_robot_static")[frames]),
+        "placed_roc_auc": roc_auc(placed, placed_flag),
+        "static_roc_auc": roc_auc(static, static_flag),
+        "true_static": _at_fpr(placed * static_flag, labels, target_fpr, cache, frames),
+        "true_placed": _at_fpr(placed_flag * static, labels, target_fpr, cache, frames),
     }
 
 
@@ -82,15 +104,15 @@ def main(cfg: DictConfig) -> None:
         "frame_label": trained["frame_label"],
         "val_frames": frames.numel(),
         "val_positives": int(labels.sum()),
-        "distance": _at_fpr(-distance, labels, target_fpr),
-        "distance_and_static": _at_fpr(static - distance, labels, target_fpr),
+        "distance": _at_fpr(-distance, labels, target_fpr, cache, frames),
+        "distance_and_static": _at_fpr(static - distance, labels, target_fpr, cache, frames),
         "model": {
             k: model.checkpoint_metadata["val_metrics_at_threshold"][k]
             for k in ("roc_auc", "recall", "fpr", "episode_balanced_accuracy")
         },
     }
     if model.head_type == "factored":
-        result["model"].update(_factor_aucs(model, cache, frames, trained["views"]))
+        result["model"].update(_factors(model, cache, frames, trained["views"], labels, target_fpr))
     (save_dir / "label_ceiling.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 

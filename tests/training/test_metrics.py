@@ -94,11 +94,33 @@ def test_threshold_meets_fpr_target_with_best_recall(target):
     probs = torch.sigmoid(torch.randn(2000, generator=generator) + 2.0 * labels).float()
     probs[:20] = probs[20]  # ties among scores
     t = threshold_at_fpr(probs, labels, target)
-    assert binary_metrics(probs, labels, t)["fpr"] <= target
-    # Lowest such threshold: admitting the next-highest negative breaks the target.
-    negatives = probs[~labels]
-    next_negative = negatives[negatives < t].max().item()
-    assert binary_metrics(probs, labels, next_negative)["fpr"] > target
+    metrics = binary_metrics(probs, labels, t)
+    assert metrics["fpr"] <= target
+    # Best recall: recalling one more positive breaks the target.
+    next_positive = probs[labels & (probs < t)].max().item()
+    assert binary_metrics(probs, labels, next_positive)["fpr"] > target
+    # No false positive for nothing: nothing scores between the threshold and the lowest
+    # recalled positive, and the threshold sits midway in the gap below that positive.
+    first = probs[labels & (probs >= t)].min()
+    assert not ((probs >= t) & (probs < first)).any()
+    below = probs[probs < t].max()
+    assert below < t <= first
+    torch.testing.assert_close(torch.tensor(t), (below + first) / 2)
+
+
+def test_threshold_of_a_perfect_ranking_admits_no_false_positive():
+    """The whole FPR budget is not spent when a gap separates the classes: the threshold sits in
+    the gap, so every positive is recalled and no negative (no failure episode) is called."""
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.9, 0.95])
+    labels = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1], dtype=torch.bool)
+    t = threshold_at_fpr(probs, labels, 0.5)
+    assert t == pytest.approx(0.75)
+    metrics = binary_metrics(probs, labels, t)
+    assert metrics["recall"] == 1.0 and metrics["fpr"] == 0.0
+    # With no positive above the allowed negatives, the lowest threshold under the cap.
+    assert threshold_at_fpr(probs, torch.zeros(8, dtype=torch.bool), 0.5) == pytest.approx(
+        torch.nextafter(torch.tensor(0.4), torch.tensor(1.0)).item()
+    )
 
 
 def test_threshold_needs_negatives_and_valid_target():

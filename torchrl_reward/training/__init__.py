@@ -13,6 +13,7 @@ from torchrl_reward.training.dataset import (
 from torchrl_reward.training.metrics import binary_metrics, roc_auc, roc_curve, threshold_at_fpr
 from torchrl_reward.training.reward_trainer import (
     TrainResult,
+    episode_metrics,
     predict_frames,
     train_reward_model,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "balanced_indices",
     "binary_metrics",
     "build_frame_cache",
+    "episode_metrics",
     "frame_labels",
     "frames_of",
     "make_config",

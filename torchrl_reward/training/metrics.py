@@ -115,16 +115,22 @@ def binary_metrics(
 
 
 def threshold_at_fpr(probs: torch.Tensor, labels: torch.Tensor, target_fpr: float = 0.01) -> float:
-    """The lowest threshold whose rule ``probs >= t`` has FPR <= ``target_fpr`` on this data.
+    """The threshold of the rule ``probs >= t`` with the best recall at FPR <= ``target_fpr`` on
+    this data, admitting no false positive that adds no recall.
 
-    With ``k = floor(target_fpr * negatives)`` false positives allowed, ``t`` is the float32
-    just above the ``(k+1)``-th highest negative score: lowest means best recall under the cap.
-    Capped at 1.0 (a negative scored exactly 1.0 then stays a false positive).
+    With ``k = floor(target_fpr * negatives)`` false positives allowed, the lowest such threshold
+    is the float32 just above the ``(k+1)``-th highest negative score. Any threshold up to the
+    lowest positive above it recalls the same positives, and negatives scored in between would be
+    false positives for nothing (each one can make a failure episode look successful), so ``t``
+    sits midway between that positive and the highest score below it: a margin both ways for
+    frames not seen here. Capped at 1.0 (a negative scored exactly 1.0 then stays a false
+    positive).
     """
     if not 0.0 <= target_fpr < 1.0:
         raise ValueError(f"target_fpr must be in [0, 1), got {target_fpr}.")
     probs, labels = _check(probs, labels)
-    negatives = probs[~labels].to(torch.float32)
+    probs = probs.to(torch.float32)
+    negatives = probs[~labels]
     if negatives.numel() == 0:
         raise ValueError("threshold_at_fpr needs at least one negative (failure) example.")
     # Not torchmetrics' binary_sensitivity_at_specificity: its threshold is the next data score
@@ -132,5 +138,11 @@ def threshold_at_fpr(probs: torch.Tensor, labels: torch.Tensor, target_fpr: floa
     # on new frames scoring in between), and it is 8-12x slower (0.6 vs 0.08 ms on 5k frames).
     allowed = int(target_fpr * negatives.numel() + 1e-9)
     kth = torch.topk(negatives, allowed + 1).values[-1]
-    above = torch.nextafter(kth, torch.tensor(float("inf"), dtype=torch.float32))
-    return min(above.item(), 1.0)
+    lowest = torch.nextafter(kth, torch.tensor(float("inf")))
+    recalled = probs[labels & (probs >= lowest)]
+    if recalled.numel() == 0:
+        return min(lowest.item(), 1.0)
+    first = recalled.min()
+    below = probs[probs < first].max()  # at least the (k+1)-th negative
+    above_below = torch.nextafter(below, torch.tensor(float("inf")))
+    return min(torch.maximum((below + first) / 2, above_below).item(), 1.0)

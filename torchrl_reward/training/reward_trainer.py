@@ -719,7 +719,7 @@ def _calibrate(
     labels = split.val_labels
     threshold = threshold_at_fpr(probs, labels, cfg.target_fpr)
     metrics = binary_metrics(probs, labels, threshold)
-    metrics.update(_episode_metrics(probs, split.cache, split.val_frames, threshold))
+    metrics.update(episode_metrics(probs, split.cache, split.val_frames, threshold))
     metrics["threshold"] = threshold
     model.threshold = threshold
     model.save(
@@ -730,12 +730,13 @@ def _calibrate(
     return threshold, metrics, probs
 
 
-def _episode_metrics(
+def episode_metrics(
     probs: torch.Tensor, cache: FrameCache, frames: torch.Tensor, threshold: float
 ) -> dict[str, float]:
-    """An episode is called a success when any of its frames scores at or above ``threshold``."""
+    """Accuracy and balanced accuracy of the episodes of ``frames`` scored ``probs`` (any scores):
+    an episode is called a success when any of its frames scores at or above ``threshold``."""
     episodes, inverse = torch.unique(cache.episodes[frames], return_inverse=True)
-    top = torch.full((episodes.numel(),), -1.0).scatter_reduce(0, inverse, probs, "amax")
+    top = torch.full((episodes.numel(),), -torch.inf).scatter_reduce(0, inverse, probs, "amax")
     metrics = binary_metrics(top, cache.episode_success[episodes], threshold)
     return {
         "episode_accuracy": metrics["accuracy"],

@@ -24,14 +24,12 @@ from torchrl_reward.envs.scripted import CUBE_POS, GOAL_POS
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.training import (
     FrameCache,
-    binary_metrics,
     build_frame_cache,
-    episode_metrics,
     frame_labels,
     frames_of,
+    metrics_at_fpr,
     roc_auc,
     split_episodes,
-    threshold_at_fpr,
 )
 from torchrl_reward.training.dataset import proprio_inputs, recorded_views, select_views
 
@@ -50,9 +48,7 @@ def _at_fpr(
     frames: torch.Tensor,
 ) -> dict[str, float]:
     """Frame metrics of ``scores`` at the threshold for ``target_fpr``, and its episodes' at it."""
-    threshold = threshold_at_fpr(scores, labels, target_fpr)
-    metrics = binary_metrics(scores, labels, threshold)
-    metrics.update(episode_metrics(scores, cache, frames, threshold))
+    _, metrics = metrics_at_fpr(scores, labels, target_fpr, cache, frames)
     return {k: metrics[k] for k in ("roc_auc", "recall", "fpr", "episode_balanced_accuracy")}
 
 

@@ -14,6 +14,7 @@ from torchrl_reward.training.metrics import binary_metrics, roc_auc, roc_curve, 
 from torchrl_reward.training.reward_trainer import (
     TrainResult,
     episode_metrics,
+    metrics_at_fpr,
     predict_frames,
     train_reward_model,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "frame_labels",
     "frames_of",
     "make_config",
+    "metrics_at_fpr",
     "predict_frames",
     "roc_auc",
     "roc_curve",

@@ -716,10 +716,9 @@ def _calibrate(
         num_workers=cfg.num_workers,
         **split.inputs,
     )
-    labels = split.val_labels
-    threshold = threshold_at_fpr(probs, labels, cfg.target_fpr)
-    metrics = binary_metrics(probs, labels, threshold)
-    metrics.update(episode_metrics(probs, split.cache, split.val_frames, threshold))
+    threshold, metrics = metrics_at_fpr(
+        probs, split.val_labels, cfg.target_fpr, split.cache, split.val_frames
+    )
     metrics["threshold"] = threshold
     model.threshold = threshold
     model.save(
@@ -728,6 +727,21 @@ def _calibrate(
         val_metrics_at_threshold=metrics,
     )
     return threshold, metrics, probs
+
+
+def metrics_at_fpr(
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    target_fpr: float,
+    cache: FrameCache,
+    frames: torch.Tensor,
+) -> tuple[float, dict[str, float]]:
+    """The threshold for ``target_fpr`` on ``frames`` scored ``probs``, and the frame and episode
+    metrics at it (how a trained model is calibrated)."""
+    threshold = threshold_at_fpr(probs, labels, target_fpr)
+    metrics = binary_metrics(probs, labels, threshold)
+    metrics.update(episode_metrics(probs, cache, frames, threshold))
+    return threshold, metrics
 
 
 def episode_metrics(

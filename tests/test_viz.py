@@ -6,7 +6,7 @@ import pytest
 from matplotlib.figure import Figure
 from torchrl.record.loggers import get_logger
 
-from torchrl_reward.viz import _moving_average, plot_curves, read_scalar, save_figure
+from torchrl_reward.viz import moving_average, plot_curves, read_scalar, save_figure
 
 VALUES = (0.5, math.nan, 0.25)  # NaN: an undefined ratio, logged as is
 
@@ -47,8 +47,8 @@ def test_figures_are_png(tmp_path):
 
 def test_smoothing_skips_undefined_points():
     values = [1.0, math.nan, 3.0, 5.0]
-    assert _moving_average(values, 1)[2:] == [3.0, 5.0] and math.isnan(
-        _moving_average(values, 1)[1]
+    assert moving_average(values, 1)[2:] == [3.0, 5.0] and math.isnan(
+        moving_average(values, 1)[1]
     )
-    assert _moving_average(values, 2) == [1.0, 1.0, 3.0, 4.0]
-    assert math.isnan(_moving_average([math.nan, math.nan], 3)[1])
+    assert moving_average(values, 2) == [1.0, 1.0, 3.0, 4.0]
+    assert math.isnan(moving_average([math.nan, math.nan], 3)[1])

@@ -81,7 +81,7 @@ def plot_curves(
     fig = Figure(figsize=(6, 3.5))
     ax = fig.add_subplot()
     for label, (x, y) in series.items():
-        ax.plot(x, _moving_average(y, smooth), label=label)
+        ax.plot(x, moving_average(y, smooth), label=label)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
     if len(series) > 1:
@@ -89,7 +89,7 @@ def plot_curves(
     return save_figure(fig, path)
 
 
-def _moving_average(values: Sequence[float], window: int) -> list[float]:
+def moving_average(values: Sequence[float], window: int) -> list[float]:
     """Trailing mean of up to ``window`` points; NaNs (undefined ratios) are skipped, not summed
     (a running sum would turn every later point NaN), and a window of only NaN stays NaN."""
     out = []

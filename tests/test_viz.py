@@ -47,8 +47,6 @@ def test_figures_are_png(tmp_path):
 
 def test_smoothing_skips_undefined_points():
     values = [1.0, math.nan, 3.0, 5.0]
-    assert moving_average(values, 1)[2:] == [3.0, 5.0] and math.isnan(
-        moving_average(values, 1)[1]
-    )
+    assert moving_average(values, 1)[2:] == [3.0, 5.0] and math.isnan(moving_average(values, 1)[1])
     assert moving_average(values, 2) == [1.0, 1.0, 3.0, 4.0]
     assert math.isnan(moving_average([math.nan, math.nan], 3)[1])

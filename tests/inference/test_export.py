@@ -107,8 +107,16 @@ def test_frames_from_episodes_splits_by_episode(frames, tmp_path, caplog):
     assert calibration.shape == (10, *frames.shape[1:]) and validation.shape[0] == 24
     rows = {bytes(f.numpy()) for f in validation}
     assert not rows & {bytes(f.numpy()) for f in calibration}  # no shared episode
-    with pytest.raises(ValueError, match="None of the 1 parity episodes"):
-        frames_from_episodes(tmp_path, parity_episodes=["success/episode_000099.pkl"])
+    unseen = ["success/episode_000099.pkl"]  # the model's validation episodes, recorded elsewhere
+    with pytest.raises(ValueError, match=r"None of the 1 parity episodes.*held_out=true"):
+        frames_from_episodes(tmp_path, parity_episodes=unseen)
+    with caplog.at_level("WARNING", logger="torchrl_reward.inference.export"):
+        caplog.clear()
+        held_out = frames_from_episodes(
+            tmp_path, max_calibration=10, parity_episodes=unseen, held_out=True
+        )
+    assert not caplog.text  # a held-out recording is split on purpose, no fallback warning
+    assert torch.equal(held_out[1]["pixels"], validation)
     _write_episodes(tmp_path / "one", frames[:8])
     with pytest.raises(ValueError, match="at least 2"):
         frames_from_episodes(tmp_path / "one")

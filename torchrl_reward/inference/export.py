@@ -226,10 +226,12 @@ def validation_episodes(model: ResNetRewardModel) -> list[str] | None:
 
 
 def _split_for_export(
-    root: Path, paths: list[Path], parity_episodes: Collection[str] | None
+    root: Path, paths: list[Path], parity_episodes: Collection[str] | None, held_out: bool
 ) -> tuple[list[Path], list[Path]]:
-    """``(calibration, parity)`` files: ``parity_episodes`` and the others, or, without them,
-    alternate files (the fallback for older checkpoints, logged)."""
+    """``(calibration, parity)`` files: ``parity_episodes`` and the others, or alternate files
+    for a ``held_out`` recording or, logged, for an older checkpoint without them."""
+    if held_out:
+        return paths[0::2], paths[1::2]
     if parity_episodes is None:
         logger.warning(
             "The checkpoint does not record its validation episodes; falling back to parity "
@@ -243,7 +245,8 @@ def _split_for_export(
         example = f" (e.g. {min(wanted)})" if wanted else ""
         raise ValueError(
             f"None of the {len(wanted)} parity episodes{example} is an episode file under "
-            f"{str(root)!r}; export from the episodes the model was trained on."
+            f"{str(root)!r}; export from the episodes the model was trained on, or, for a "
+            "recording it never saw (a shipped checkpoint), pass held_out=true."
         )
     return [path for path in paths if str(path.relative_to(root)) not in wanted], parity
 
@@ -256,13 +259,15 @@ def frames_from_episodes(
     proprio: Sequence[str] = (),
     views: Sequence[int] | None = None,
     parity_episodes: Collection[str] | None = None,
+    held_out: bool = False,
 ) -> tuple[TensorDict, TensorDict]:
     """Calibration and validation (parity) frames from recorded episodes, split by episode.
 
     Validation frames come from ``parity_episodes`` (files relative to ``root``, e.g. the
     training run's validation episodes, :func:`validation_episodes`), calibration frames from
     the other episodes; with ``None``, alternate episode files go to each side (a logged
-    fallback: parity frames may then be training frames). No episode gives frames to both
+    fallback: parity frames may then be training frames); ``held_out=True`` splits alternate
+    files on purpose, for a recording the model never trained on. No episode gives frames to both
     sides. Episodes are read one at a time by ``iter_episodes`` (unreadable files skipped with
     a warning) and each keeps an even share of its side's cap, so memory stays bounded by the
     caps whatever the dataset's size. ``views`` keeps those tiled views of the recorded frames,
@@ -276,7 +281,7 @@ def frames_from_episodes(
     root = Path(root)
     keys = ["pixels", *proprio]
     paths = list_episode_files(root)
-    sides = _split_for_export(root, paths, parity_episodes)
+    sides = _split_for_export(root, paths, parity_episodes, held_out)
     side_of = {path: i for i, files in enumerate(sides) for path in files}
     limits = (max_calibration, max_validation)
     per_episode = [
@@ -315,6 +320,7 @@ def export_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
         int8=cfg["int8"],
         fp16=cfg["fp16"],
         min_agreement=cfg["min_agreement"],
+        held_out=cfg["held_out"],
         calibration_method=cfg["calibration_method"],
         chunk_size=cfg["chunk_size"],
         threads=cfg["threads"],
@@ -329,6 +335,7 @@ def export_from_episodes(
     max_calibration: int = 256,
     max_validation: int = 512,
     int8: bool = True,
+    held_out: bool = False,
     **export_kwargs: Any,
 ) -> dict[str, Any]:
     """:func:`export_reward` on recorded episodes' frames, as the model read them in training.
@@ -336,7 +343,8 @@ def export_from_episodes(
     The frames keep the checkpoint's training views (:func:`training_views`) and come with its
     proprio inputs. Parity frames come from the training run's validation episodes
     (:func:`validation_episodes`), int8 calibration frames from the other episodes; a checkpoint
-    that does not record them falls back to alternate episode files (logged).
+    that does not record them falls back to alternate episode files (logged), as does a
+    ``held_out`` recording (one the model never trained on, e.g. for a shipped checkpoint).
 
     Args:
         model (ResNetRewardModel): the reward model, loaded from its checkpoint.
@@ -347,6 +355,8 @@ def export_from_episodes(
         max_calibration (int, optional): int8 calibration frames. Defaults to ``256``.
         max_validation (int, optional): parity frames. Defaults to ``512``.
         int8 (bool, optional): calibrate and check an int8 export. Defaults to ``True``.
+        held_out (bool, optional): ``episodes_dir`` holds no training episode of the model:
+            alternate files calibrate and check parity. Defaults to ``False``.
         **export_kwargs: more options of :func:`export_reward` (``fp16``, ``chunk_size``, ...).
 
     Returns:
@@ -359,6 +369,7 @@ def export_from_episodes(
         proprio=list(model.proprio),
         views=training_views(model),
         parity_episodes=validation_episodes(model),
+        held_out=held_out,
     )
     return export_reward(
         model,

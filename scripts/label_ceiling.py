@@ -19,8 +19,6 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from torchrl_reward.data import load_episode
-from torchrl_reward.envs.scripted import CUBE_POS, GOAL_POS
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.training import (
     FrameCache,
@@ -31,13 +29,7 @@ from torchrl_reward.training import (
     roc_auc,
     split_episodes,
 )
-from torchrl_reward.training.dataset import proprio_inputs, recorded_views, select_views
-
-
-def _cube_to_goal(path: Path) -> torch.Tensor:
-    """Per-frame cube-to-goal distance (metres) from an episode's recorded states."""
-    states = load_episode(path)["observation"]
-    return (states[:, CUBE_POS] - states[:, GOAL_POS]).norm(dim=-1)
+from torchrl_reward.training.breakdown import cube_to_goal, predict_factors
 
 
 def _at_fpr(
@@ -52,7 +44,6 @@ def _at_fpr(
     return {k: metrics[k] for k in ("roc_auc", "recall", "fpr", "episode_balanced_accuracy")}
 
 
-@torch.no_grad()
 def _factors(
     model: ResNetRewardModel,
     cache: FrameCache,
@@ -63,14 +54,7 @@ def _factors(
 ) -> dict[str, Any]:
     """A factored model's two factors, each ROC-AUC against its own flag on ``frames``, and the
     model with one factor replaced by its true flag (``true_static``: the image half alone)."""
-    model.eval()
-    proprio = proprio_inputs(cache, list(model.proprio))
-    recorded = recorded_views(cache)
-    logits = [
-        model.factor_logits(select_views(cache.pixels[idx], views, recorded), proprio[idx])
-        for idx in frames.split(256)
-    ]
-    placed, static = (torch.cat(factor).sigmoid().flatten() for factor in zip(*logits, strict=True))
+    placed, static = predict_factors(model, cache, frames, views)
     placed_flag = cache.extra("is_obj_placed")[frames]
     static_flag = cache.extra("is_robot_static")[frames]
     return {
@@ -92,7 +76,7 @@ def main(cfg: DictConfig) -> None:
     labels = frame_labels(cache, trained["frame_label"])[frames]
     # Frames are cached episode by episode in order, so this matches frames_of's order.
     distance = torch.cat(
-        [_cube_to_goal(Path(trained["data_path"]) / cache.files[e]) for e in val_eps.tolist()]
+        [cube_to_goal(Path(trained["data_path"]) / cache.files[e]) for e in val_eps.tolist()]
     )
     static = cache.extra("is_robot_static")[frames].float()
     target_fpr = model.checkpoint_metadata.get("target_fpr", 0.01)

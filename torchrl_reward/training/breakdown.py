@@ -18,13 +18,14 @@ import torch
 from torchrl_reward.data import load_episode
 from torchrl_reward.envs.scripted import CUBE_POS, GOAL_POS
 from torchrl_reward.models import ResNetRewardModel
+from torchrl_reward.models.resnet import and_logit
 from torchrl_reward.training.cache import FrameCache
 from torchrl_reward.training.dataset import proprio_inputs, recorded_views, select_views
 from torchrl_reward.training.reward_trainer import predict_frames
+from torchrl_reward.transforms.reward import OUTPUTS
 
 # Cube-to-goal distances (metres) that bound the not-placed groups; PickCube's placed is 2.5 cm.
 DISTANCE_EDGES = (0.05, 0.10)
-OUTPUTS = ("soft", "binary")
 
 
 def cube_to_goal(path: str | os.PathLike) -> torch.Tensor:
@@ -34,15 +35,14 @@ def cube_to_goal(path: str | os.PathLike) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_factors(
+def _factor_logits(
     model: ResNetRewardModel,
     cache: FrameCache,
     frames: torch.Tensor,
     views: list[int] | None,
-    chunk_size: int = 256,
+    chunk_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A ``factored`` model's two probabilities (image: placed, proprio: static) ``[N]`` each, of
-    the cached ``frames`` in their order, read ``chunk_size`` at a time from the memory map."""
+    """A ``factored`` model's (image, proprio) logits ``[N]`` of the cached ``frames``."""
     if model.head_type != "factored":
         raise ValueError(f"predict_factors needs a head='factored' model, got {model.head_type!r}.")
     model.eval()
@@ -52,8 +52,21 @@ def predict_factors(
         model.factor_logits(select_views(cache.pixels[idx], views, recorded), proprio[idx])
         for idx in frames.split(chunk_size)
     ]
-    placed, static = (torch.cat(factor).sigmoid().flatten() for factor in zip(*logits, strict=True))
+    placed, static = (torch.cat(factor).flatten() for factor in zip(*logits, strict=True))
     return placed, static
+
+
+def predict_factors(
+    model: ResNetRewardModel,
+    cache: FrameCache,
+    frames: torch.Tensor,
+    views: list[int] | None,
+    chunk_size: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ``factored`` model's two probabilities (image: placed, proprio: static) ``[N]`` each, of
+    the cached ``frames`` in their order, read ``chunk_size`` at a time from the memory map."""
+    placed, static = _factor_logits(model, cache, frames, views, chunk_size)
+    return placed.sigmoid(), static.sigmoid()
 
 
 @dataclass(frozen=True)
@@ -160,17 +173,22 @@ def reward_breakdown(
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}.")
     threshold = model.threshold if threshold is None else float(threshold)
     frames = torch.arange(len(cache))
-    proprio = proprio_inputs(cache, list(model.proprio))
-    probs = predict_frames(
-        model, cache, frames, chunk_size, torch.device("cpu"), views=views, proprio=proprio
-    )
+    factors = None
+    if model.head_type == "factored":
+        # One pass: P(success) is the model's own product of its two halves (its forward).
+        placed_logit, static_logit = _factor_logits(model, cache, frames, views, chunk_size)
+        probs = and_logit(placed_logit, static_logit).sigmoid()
+        factors = (placed_logit.sigmoid(), static_logit.sigmoid())
+    else:
+        proprio = proprio_inputs(cache, list(model.proprio))
+        probs = predict_frames(
+            model, cache, frames, chunk_size, torch.device("cpu"), views=views, proprio=proprio
+        )
     paid = probs >= threshold
     reward = paid.float() if output == "binary" else probs
     # Frames are cached episode by episode in file order.
     distance = torch.cat([cube_to_goal(Path(data_path) / name) for name in cache.files])
     groups = _groups(cache.extra("is_obj_placed"), cache.labels, distance)
-    factored = model.head_type == "factored"
-    factors = predict_factors(model, cache, frames, views, chunk_size) if factored else None
     total = float(reward.sum()) or 1.0
     rows = []
     for name, mask in groups.items():

@@ -51,6 +51,10 @@ def test_groups_partition_frames_by_the_truth(reward_dataset):
     )
     assert breakdown.success_episodes + breakdown.failure_episodes == len(cache.files)
     assert "| success (placed and static) |" in breakdown.markdown()
+    # A model that scores every frame alike ranks nothing: both areas are one half.
+    assert breakdown.frame_roc_auc == pytest.approx(0.5)
+    assert breakdown.placed_roc_auc == pytest.approx(0.5)
+    assert "frame ROC-AUC 0.5000" in breakdown.markdown()
 
 
 def test_binary_pays_frames_at_or_above_the_threshold(reward_dataset):
@@ -60,11 +64,18 @@ def test_binary_pays_frames_at_or_above_the_threshold(reward_dataset):
     )
     assert all(g.mean_reward == 1.0 and g.above_threshold == g.frames for g in paid.groups)
     assert paid.failure_episodes_paid == paid.failure_episodes
+    # Every frame called a success: all recalled, all negatives false; episodes at chance.
+    assert (paid.frame_recall, paid.frame_fpr, paid.episode_balanced_accuracy) == (1.0, 1.0, 0.5)
     unpaid = reward_breakdown(
         _factored(3.0, 3.0, threshold=0.8), cache, reward_dataset, output="binary", threshold=0.95
     )
     assert all(g.mean_reward == 0.0 and g.above_threshold == 0 for g in unpaid.groups)
     assert unpaid.failure_episodes_paid == 0
+    assert (unpaid.frame_recall, unpaid.frame_fpr, unpaid.episode_balanced_accuracy) == (
+        0.0,
+        0.0,
+        0.5,
+    )
 
 
 def test_predict_factors_and_distance_follow_the_recording(reward_dataset):

@@ -4,7 +4,9 @@ A learned reward that pays near misses can be hacked: the policy learns to hover
 pays instead of succeeding, and evaluation success falls while the reward rises. Scoring a
 policy's own recorded episodes and summing the reward by what each frame truly is (success;
 placed but the robot moving; not placed, by cube-to-goal distance) shows where the reward goes
-and which half of a factored model pays it. The simulator's state is read only to measure.
+and which half of a factored model pays it; the frame and episode metrics at the threshold say
+how well the model judges this policy's episodes (a threshold calibrated on one policy's recording
+admits more false positives on another's). The simulator's state is read only to measure.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.models.resnet import and_logit
 from torchrl_reward.training.cache import FrameCache
 from torchrl_reward.training.dataset import proprio_inputs, recorded_views, select_views
-from torchrl_reward.training.reward_trainer import predict_frames
+from torchrl_reward.training.metrics import binary_metrics, roc_auc
+from torchrl_reward.training.reward_trainer import episode_metrics, predict_frames
 from torchrl_reward.transforms.reward import OUTPUTS
 
 # Cube-to-goal distances (metres) that bound the not-placed groups; PickCube's placed is 2.5 cm.
@@ -90,7 +93,11 @@ class RewardBreakdown:
     """The reward of every recorded frame, summed by :class:`FrameGroup` and by episode.
 
     ``failure_episodes_paid`` counts failed episodes with a frame at or above the threshold:
-    episodes a binary reward pays although they never succeed.
+    episodes a binary reward pays although they never succeed. ``frame_*`` judge each frame's
+    P(success) against the simulator's ``success`` (recall and FPR at the threshold), and
+    ``episode_balanced_accuracy`` calls an episode a success when any frame reaches the
+    threshold; ``placed_roc_auc`` is a factored model's image half against ``is_obj_placed``
+    (``None`` otherwise). Undefined ones (a class absent) are NaN.
     """
 
     output: str
@@ -101,6 +108,11 @@ class RewardBreakdown:
     reward_per_success_episode: float
     reward_per_failure_episode: float
     failure_episodes_paid: int
+    frame_roc_auc: float
+    frame_recall: float
+    frame_fpr: float
+    episode_balanced_accuracy: float
+    placed_roc_auc: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -129,6 +141,14 @@ class RewardBreakdown:
             f"{self.reward_per_failure_episode:.2f} in {self.failure_episodes} failed; "
             f"{self.failure_episodes_paid} of the failed have a frame at or above the threshold."
         )
+        line = (
+            f"Against the simulator's success: frame ROC-AUC {self.frame_roc_auc:.4f}, recall "
+            f"{self.frame_recall:.3f} and FPR {self.frame_fpr:.4f} at the threshold, episode "
+            f"balanced accuracy {self.episode_balanced_accuracy:.3f}"
+        )
+        if self.placed_roc_auc is not None:
+            line += f"; the image half's ROC-AUC against is_obj_placed {self.placed_roc_auc:.4f}"
+        lines.append(line + ".")
         return "\n".join(lines)
 
 
@@ -188,7 +208,8 @@ def reward_breakdown(
     reward = paid.float() if output == "binary" else probs
     # Frames are cached episode by episode in file order.
     distance = torch.cat([cube_to_goal(Path(data_path) / name) for name in cache.files])
-    groups = _groups(cache.extra("is_obj_placed"), cache.labels, distance)
+    placed = cache.extra("is_obj_placed")
+    groups = _groups(placed, cache.labels, distance)
     total = float(reward.sum()) or 1.0
     rows = []
     for name, mask in groups.items():
@@ -212,6 +233,7 @@ def reward_breakdown(
         (cache.episodes[paid],), torch.tensor(True)
     )
     succeeded = cache.episode_success
+    frame = binary_metrics(probs, cache.labels, threshold)
     return RewardBreakdown(
         output=output,
         threshold=threshold,
@@ -223,4 +245,11 @@ def reward_breakdown(
         if (~succeeded).any()
         else 0.0,
         failure_episodes_paid=int((paid_episode & ~succeeded).sum()),
+        frame_roc_auc=frame["roc_auc"],
+        frame_recall=frame["recall"],
+        frame_fpr=frame["fpr"],
+        episode_balanced_accuracy=episode_metrics(probs, cache, frames, threshold)[
+            "episode_balanced_accuracy"
+        ],
+        placed_roc_auc=None if factors is None else roc_auc(factors[0], placed),
     )

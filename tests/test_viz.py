@@ -32,6 +32,20 @@ def test_read_scalar_reads_either_logger_backend(backend, tmp_path):
         read_scalar(tmp_path / "logs", "reward_model/recall")
 
 
+@pytest.mark.parametrize("backend", ["csv", "tensorboard"])
+def test_read_scalar_keeps_a_resumed_runs_points(backend, tmp_path):
+    pytest.importorskip(backend)
+    _log(backend, tmp_path)  # steps 10, 20, 30; interrupted, then resumed from step 20's checkpoint
+    resumed = get_logger(backend, logger_name=str(tmp_path), experiment_name="logs")
+    for step, value in ((20, 0.75), (30, 0.125), (40, 0.0)):
+        resumed.log_scalar("reward_model/fpr", value, step=step)
+    if backend == "tensorboard":
+        resumed.experiment.close()
+    steps, values = read_scalar(tmp_path / "logs", "reward_model/fpr")
+    assert steps == [10.0, 20.0, 30.0, 40.0]
+    assert values == [0.5, 0.75, 0.125, 0.0]
+
+
 def test_read_scalar_names_an_empty_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="csv or tensorboard"):
         read_scalar(tmp_path, "env/success_once")

@@ -29,18 +29,34 @@ def read_scalar(log_dir: str | os.PathLike, name: str) -> Series:
 
     ``log_dir`` is the logger's experiment folder: the CSV logger's (holding ``scalars/``) or
     the TensorBoard logger's (holding ``events.out.tfevents.*``), so reports work with either
-    ``logger.backend``. Raises ``FileNotFoundError`` when ``name`` was not logged there.
+    ``logger.backend``. A resumed run logs again from its checkpoint's step what it logged after
+    it before the interruption: only the latest run's points are kept past that step, so steps
+    increase. Raises ``FileNotFoundError`` when ``name`` was not logged there.
     """
     log_dir = Path(log_dir)
     path = log_dir / "scalars" / f"{name}.csv"
     if path.is_file():
-        return _read_csv(path)
+        return _latest_run(*_read_csv(path))
     if any(log_dir.glob(_EVENTS)):
-        return _read_tensorboard(log_dir, name)
+        return _latest_run(*_read_tensorboard(log_dir, name))
     raise FileNotFoundError(
         f"No scalar {name!r} logged under {log_dir}: neither {path} nor TensorBoard event "
         "files are there (logger.backend csv or tensorboard writes them)."
     )
+
+
+def _latest_run(steps: list[float], values: list[float]) -> Series:
+    """Drop the points a later (resumed) run logged again: a step at or below one already read
+    replaces every point from that step on."""
+    kept_steps: list[float] = []
+    kept_values: list[float] = []
+    for step, value in zip(steps, values, strict=True):
+        while kept_steps and kept_steps[-1] >= step:
+            kept_steps.pop()
+            kept_values.pop()
+        kept_steps.append(step)
+        kept_values.append(value)
+    return kept_steps, kept_values
 
 
 def _read_csv(path: Path) -> Series:

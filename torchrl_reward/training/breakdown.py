@@ -23,8 +23,8 @@ from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.models.resnet import and_logit
 from torchrl_reward.training.cache import FrameCache
 from torchrl_reward.training.dataset import proprio_inputs, recorded_views, select_views
-from torchrl_reward.training.metrics import binary_metrics, roc_auc
-from torchrl_reward.training.reward_trainer import episode_metrics, predict_frames
+from torchrl_reward.training.metrics import binary_metrics, confusion_metrics, roc_auc
+from torchrl_reward.training.reward_trainer import predict_frames
 from torchrl_reward.transforms.reward import OUTPUTS
 
 # Cube-to-goal distances (metres) that bound the not-placed groups; PickCube's placed is 2.5 cm.
@@ -234,6 +234,8 @@ def reward_breakdown(
     )
     succeeded = cache.episode_success
     frame = binary_metrics(probs, cache.labels, threshold)
+    # An episode is called a success when any of its frames is paid (the trainer's rule).
+    episode = confusion_metrics(paid_episode, succeeded)
     return RewardBreakdown(
         output=output,
         threshold=threshold,
@@ -244,12 +246,10 @@ def reward_breakdown(
         reward_per_failure_episode=float(per_episode[~succeeded].mean())
         if (~succeeded).any()
         else 0.0,
-        failure_episodes_paid=int((paid_episode & ~succeeded).sum()),
+        failure_episodes_paid=int(episode["fp"]),
         frame_roc_auc=frame["roc_auc"],
         frame_recall=frame["recall"],
         frame_fpr=frame["fpr"],
-        episode_balanced_accuracy=episode_metrics(probs, cache, frames, threshold)[
-            "episode_balanced_accuracy"
-        ],
+        episode_balanced_accuracy=episode["balanced_accuracy"],
         placed_roc_auc=None if factors is None else roc_auc(factors[0], placed),
     )

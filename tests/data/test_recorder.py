@@ -21,6 +21,7 @@ from torchrl_reward.data import (
     load_episode,
     load_episodes,
     make_recorder,
+    record_until_done,
 )
 from torchrl_reward.envs import ManiSkillEnv
 from torchrl_reward.envs.scripted import ScriptedPickPolicy
@@ -173,6 +174,23 @@ def test_targets_stop_recording_and_restart_resumes(env, tmp_path):
     assert "failure/episode_000002.pkl" in _names(tmp_path)
     assert resumed.counts == {"success": 1, "failure": 2}
     resumed.close()
+
+
+def test_record_until_done_plays_rounds_and_gives_up_on_a_missing_outcome(env, tmp_path):
+    """Rounds until the targets are met; a policy that never plays one outcome gets a clear
+    error after ``max_rounds``, its episodes kept on disk."""
+    recorder = EpisodeRecorder(tmp_path, target_success=0, target_failure=2)
+    tenv = TransformedEnv(env, recorder)
+    counts = record_until_done(tenv, recorder, lambda: _still, 4, progress=False)
+    assert counts == {"success": 0, "failure": 2}
+    recorder.close()
+
+    recorder = EpisodeRecorder(tmp_path, target_success=1, target_failure=2)
+    tenv = TransformedEnv(env, recorder)
+    with pytest.raises(RuntimeError, match=r"2 rounds of 1 episodes .*success 0/1"):
+        record_until_done(tenv, recorder, lambda: _still, 4, max_rounds=2, progress=False)
+    assert recorder.counts == {"success": 0, "failure": 2}
+    recorder.close()
 
 
 def test_full_disk_raises_and_leaves_no_partial_file(env, tmp_path, file_size_limit):

@@ -6,7 +6,7 @@ from torchrl_reward.data.episode_io import (
     load_episodes,
     write_episode,
 )
-from torchrl_reward.data.recorder import EpisodeRecorder, make_recorder
+from torchrl_reward.data.recorder import EpisodeRecorder, make_recorder, record_until_done
 
 __all__ = [
     "EpisodeRecorder",
@@ -14,5 +14,6 @@ __all__ = [
     "load_episode",
     "load_episodes",
     "make_recorder",
+    "record_until_done",
     "write_episode",
 ]

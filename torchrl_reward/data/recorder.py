@@ -11,13 +11,14 @@ import re
 import threading
 import warnings
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+import tqdm
 from tensordict import TensorDictBase
-from torchrl.envs import Transform
+from torchrl.envs import EnvBase, Transform
 
 from torchrl_reward.data.episode_io import CLASS_DIRS, EPISODE_NAME, write_episode
 
@@ -388,6 +389,46 @@ def make_recorder(cfg: Mapping[str, Any]) -> EpisodeRecorder:
         "queue_size",
     )
     return EpisodeRecorder(cfg["save_dir"], **{k: cfg[k] for k in names if k in cfg})
+
+
+def record_until_done(
+    env: EnvBase,
+    recorder: EpisodeRecorder,
+    next_policy: Callable[[], Callable[[TensorDictBase], TensorDictBase]],
+    max_steps: int,
+    *,
+    max_rounds: int | None = None,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Play rounds of episodes on ``env`` (which carries ``recorder``) until its targets are met.
+
+    Each round is one ``max_steps`` rollout of every env with the policy ``next_policy()``
+    returns (a policy can depend on what is still missing, e.g. near misses for failures).
+
+    Raises:
+        RuntimeError: ``max_rounds`` rounds did not meet the targets: the policy rarely plays
+            the missing outcome. Recorded episodes stay on disk; a rerun continues.
+    """
+    counts = recorder.counts
+    total = sum(recorder.targets.values())
+    rounds = 0
+    with tqdm.tqdm(
+        total=total, initial=sum(counts.values()), unit="episodes", disable=not progress
+    ) as bar:
+        while not recorder.done:
+            if max_rounds is not None and rounds >= max_rounds:
+                raise RuntimeError(
+                    f"{max_rounds} rounds of {env.batch_size.numel()} episodes did not meet the "
+                    f"recording targets ({recorder.progress()} in {recorder.save_dir}): the "
+                    "policy rarely plays the missing outcome; lower its target."
+                )
+            env.rollout(max_steps, next_policy(), break_when_any_done=False)
+            recorder.flush()
+            rounds += 1
+            counts = recorder.counts
+            bar.update(sum(counts.values()) - bar.n)
+            bar.set_postfix_str(recorder.progress())
+    return counts
 
 
 @atexit.register

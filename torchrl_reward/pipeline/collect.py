@@ -11,11 +11,10 @@ from __future__ import annotations
 import math
 
 import torch
-import tqdm
 from omegaconf import DictConfig
 from torchrl.envs import TransformedEnv
 
-from torchrl_reward.data import EpisodeRecorder
+from torchrl_reward.data import EpisodeRecorder, record_until_done
 from torchrl_reward.envs.scripted import ScriptedPickPolicy
 from torchrl_reward.ppo.config import EnvConfig
 from torchrl_reward.ppo.envs import make_env
@@ -43,24 +42,18 @@ def collect_scripted(cfg: DictConfig, env_cfg: EnvConfig, save_dir: str, seed: i
     env = TransformedEnv(make_env(env_cfg, pixels=True, num_envs=cfg.num_envs), recorder)
     env.set_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    total = cfg.target_success + cfg.target_failure
-    counts = recorder.counts
+
+    def next_policy() -> ScriptedPickPolicy:
+        counts = recorder.counts
+        missing_success = cfg.target_success - counts["success"]
+        missing_failure = cfg.target_failure - counts["failure"]
+        offset = None
+        if missing_failure > missing_success:
+            offset = _near_miss_offset(cfg.near_miss_offset, generator)
+        return ScriptedPickPolicy(noise=cfg.noise, goal_offset=offset, generator=generator)
+
     try:
-        with tqdm.tqdm(total=total, initial=sum(counts.values()), unit="episodes") as bar:
-            while not recorder.done:
-                missing_success = cfg.target_success - counts["success"]
-                missing_failure = cfg.target_failure - counts["failure"]
-                offset = None
-                if missing_failure > missing_success:
-                    offset = _near_miss_offset(cfg.near_miss_offset, generator)
-                policy = ScriptedPickPolicy(
-                    noise=cfg.noise, goal_offset=offset, generator=generator
-                )
-                env.rollout(env_cfg.max_episode_steps, policy, break_when_any_done=False)
-                recorder.flush()
-                counts = recorder.counts
-                bar.update(sum(counts.values()) - bar.n)
-                bar.set_postfix_str(recorder.progress())
+        record_until_done(env, recorder, next_policy, env_cfg.max_episode_steps)
     finally:
         recorder.close()
         env.close()

@@ -100,6 +100,40 @@ class ResNetCheckpointConfig:
 
 
 @dataclass
+class RefreshConfig:
+    """Refreshing the learned reward on the policy's own episodes as PPO moves it
+    (``reward.refresh``): :class:`~torchrl_reward.ppo.refresh.RewardRefresh`.
+
+    A model trained on one policy's episodes ages as PPO moves the policy into frames it never
+    saw (BENCHMARKS.md, "Hard negatives from the policy's own run"). At each of ``at_frames``
+    the run records episodes of its current stochastic policy, labelled by the simulator as
+    every recording is, fine-tunes the model it scores with on all of the run's refresh
+    recordings, re-exports it when the run scores through an export, and scores with it from
+    the next batch. The policy and critic never see those labels.
+    """
+
+    at_frames: list[int] = field(default_factory=list)  # empty: never
+    target_success: int = 30  # episodes recorded per refresh (added to the earlier ones)
+    target_failure: int = 90
+    frames_after_success: int = 50
+    num_envs: int | None = None  # envs the refresh records on (None: env.num_envs)
+    max_rounds: int = 100  # rounds of num_envs episodes before a refresh gives up
+    # Merged onto configs/train_reward.yaml (its data, save_dir, init_from and model.* are the
+    # refresh's own: the model scoring now, fine-tuned). The fine-tune of the hand refreshes.
+    train: dict[str, Any] = field(
+        default_factory=lambda: {
+            "epochs": 4,
+            "samples_per_epoch": 2560,
+            "micro_batch_size": 32,
+            "global_batch_size": 32,
+            "lr": 1.0e-4,
+        }
+    )
+    # Merged onto configs/export_reward.yaml, when the run scores through an export.
+    export: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class RewardConfig:
     """The reward PPO optimises (``configs/reward/``): the env's own, or the learned one.
 
@@ -134,6 +168,7 @@ class RewardConfig:
         }
     )
     resnet: ResNetCheckpointConfig = field(default_factory=ResNetCheckpointConfig)
+    refresh: RefreshConfig = field(default_factory=RefreshConfig)
 
 
 @dataclass

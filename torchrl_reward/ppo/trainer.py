@@ -33,6 +33,7 @@ from torchrl_reward.ppo.envs import make_env
 from torchrl_reward.ppo.metrics import EpisodeStats
 from torchrl_reward.ppo.models import make_ppo_models
 from torchrl_reward.ppo.ray_runner import RayRollouts
+from torchrl_reward.ppo.refresh import RewardRefresh
 from torchrl_reward.ppo.rollouts import LocalRollouts, Rollouts
 from torchrl_reward.ppo.warmstart import warm_start
 from torchrl_reward.transforms import RewardTransform, agreement
@@ -136,9 +137,12 @@ def reward_agreement(batch: TensorDictBase, transform: RewardTransform) -> dict[
     if scored is not None:
         pred, true = pred[scored], true[scored]
     stats = agreement(pred, true)
-    return {
+    metrics = {
         f"reward_model/{k}": float(stats[k]) for k in ("precision", "recall", "fpr", "accuracy")
     }
+    # The decision threshold these figures (and a binary reward) used: a refresh changes it.
+    metrics["reward_model/threshold"] = float(transform.threshold)
+    return metrics
 
 
 def _render_frames(cfg: PPORunConfig, reward_transform: RewardTransform | None) -> dict[str, Any]:
@@ -158,8 +162,10 @@ def train_ppo(cfg: PPORunConfig | DictConfig, run_dir: str | Path) -> dict[str, 
 
     Learned reward -> env (and recorder) -> actor, critic, optimiser -> start (resume, init or
     warm start) -> collector, buffer, GAE, loss -> loop: collect, score, update, evaluate,
-    log, checkpoint. ``runner=ray`` runs all of it inside a Ray cluster (joined or started
-    here), with the collectors and the reward model as Ray actors.
+    log, checkpoint, and at ``reward.refresh.at_frames`` refresh the learned reward on the
+    policy's own episodes (:class:`~torchrl_reward.ppo.refresh.RewardRefresh`). ``runner=ray``
+    runs all of it inside a Ray cluster (joined or started here), with the collectors and the
+    reward model as Ray actors.
     """
     cfg = make_ppo_config(cfg)
     with ray_session(cfg.runner):
@@ -172,12 +178,16 @@ def _train_ppo(cfg: PPORunConfig, run_dir: Path) -> dict[str, float]:
     device = resolve_device(cfg.device, strict=True, owner="ppo")
     p = cfg.ppo
 
+    refresh = RewardRefresh(cfg, run_dir) if cfg.reward.refresh.at_frames else None
     reward_transform = _make_learned_reward(cfg)
     rollouts = _make_rollouts(cfg, reward_transform)
     recorder = rollouts.recorder
     learner = _make_learner(cfg, rollouts.env, device)
     try:
         start = _initialise(cfg, learner, _reward_name(cfg))
+        if refresh is not None:  # a resumed run scores with its latest refresh, or makes it
+            refresh.restore(start.progress.collected, reward_transform)
+            refresh.run_due(start.progress.collected, learner.actor, reward_transform)
         batch_envs = rollouts.num_envs
         frames_per_batch = batch_envs * p.num_steps
         rollouts.make_collector(learner.actor, frames_per_batch, device)
@@ -244,13 +254,18 @@ def _train_ppo(cfg: PPORunConfig, run_dir: Path) -> dict[str, float]:
             _log_scalars(logger, metrics, step=progress.collected)
             pbar.update(progress.collected, metrics)
             stop = recorder is not None and recorder.done and cfg.collect.stop_when_done
+            refreshing = refresh is not None and refresh.due(progress.collected)
             if (
                 progress.iteration % cfg.runner.save_interval == 0
                 or progress.collected >= progress.target_frames
                 or stop
+                or refreshing  # the policy the refresh records, which a crash resumes from
             ):
                 state = _checkpoint_state(cfg, learner, progress, reward_transform, metrics)
                 save_checkpoint(checkpoint_path(run_dir), state)
+            if refreshing:
+                refreshed = refresh.run_due(progress.collected, learner.actor, reward_transform)
+                _log_scalars(logger, refreshed, step=progress.collected)
             if stop:
                 log.info("Collection targets met: %s", recorder.progress())
                 break

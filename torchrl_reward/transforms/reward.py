@@ -221,12 +221,16 @@ class RewardTransform(Transform):
         self.__dict__["_scorer"] = FrameScorer(backend, self.chunk_size)
         return self
 
-    def load_checkpoint(self, checkpoint_path: str | os.PathLike) -> RewardTransform:
+    def load_checkpoint(
+        self, checkpoint_path: str | os.PathLike, export_dir: str | os.PathLike | None = None
+    ) -> RewardTransform:
         """Score with another checkpoint from now on, on the same device and backend options.
 
         The new model must take the inputs the current one takes (frame shape, proprio
         inputs): the env and the tensordicts stay as they are. The threshold becomes the new
-        checkpoint's unless one was given to the constructor.
+        checkpoint's unless one was given to the constructor. ``export_dir``: the new
+        checkpoint's export, for a transform that scores through one (the old export holds
+        the old weights).
         """
         model = ResNetRewardModel.load(checkpoint_path)
         old = self.model
@@ -241,6 +245,8 @@ class RewardTransform(Transform):
         self.__dict__["_model"] = model
         if self._fixed_threshold is None:
             self.threshold = model.threshold
+        if export_dir is not None:
+            self._backend_args["export_dir"] = export_dir
         self._load_scorer(checkpoint_path)
         self.stats["reloads"] += 1
         log.info("RewardTransform: now scoring with %s", checkpoint_path)

@@ -382,6 +382,23 @@ def export_from_episodes(
     )
 
 
+def export_checkpoint(
+    model: ResNetRewardModel, out_dir: str | os.PathLike, episodes_dir: str | os.PathLike, cfg: Any
+) -> dict[str, Any]:
+    """:func:`export_from_episodes` with a ``configs/export_reward.yaml`` node's options, once.
+
+    An export of these exact weights already in ``out_dir`` is kept (a resumed stage does not
+    export again). ``cfg.fp16`` ``None``: the fp16 ONNX (TensorRT's source) only when a GPU is
+    visible.
+    """
+    try:
+        return load_manifest(out_dir, model)
+    except (FileNotFoundError, ValueError):
+        fp16 = torch.cuda.is_available() if cfg["fp16"] is None else cfg["fp16"]
+        options = {**export_options(cfg), "fp16": fp16}
+        return export_from_episodes(model, out_dir, episodes_dir, **options)
+
+
 def load_manifest(export_dir: str | os.PathLike, model: ResNetRewardModel) -> dict[str, Any]:
     """The manifest of ``export_dir``, checked to come from ``model``'s exact weights."""
     path = Path(export_dir) / MANIFEST

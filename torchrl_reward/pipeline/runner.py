@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchrl_reward.data import EpisodeRecorder
 from torchrl_reward.envs.scripted import CONTROL_MODE as SCRIPTED_CONTROL_MODE
 from torchrl_reward.hydra_configs import load_config
-from torchrl_reward.inference.export import export_from_episodes, export_options, load_manifest
+from torchrl_reward.inference.export import export_checkpoint
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.pipeline.collect import collect_scripted
 from torchrl_reward.pipeline.report import write_report
@@ -162,16 +162,9 @@ def _stage_export(cfg: DictConfig, run_dir: Path, reward_checkpoint: str) -> dic
     """
     out_dir = run_dir / "reward_export"
     model = ResNetRewardModel.load(reward_checkpoint)
-    try:
-        manifest = load_manifest(out_dir, model)
-    except (FileNotFoundError, ValueError):
-        options = {k: v for k, v in cfg.export.items() if k != "enabled"}
-        e = OmegaConf.merge(load_config("export_reward"), options)
-        # The fp16 ONNX is TensorRT's source: of no use without a GPU.
-        fp16 = torch.cuda.is_available() if e.fp16 is None else e.fp16
-        manifest = export_from_episodes(
-            model, out_dir, run_dir / "data", **{**export_options(e), "fp16": fp16}
-        )
+    options = {k: v for k, v in cfg.export.items() if k != "enabled"}
+    e = OmegaConf.merge(load_config("export_reward"), options)
+    manifest = export_checkpoint(model, out_dir, run_dir / "data", e)
     keys = ("passed", "agreement", "ms_per_chunk")
     return {
         "export_dir": str(out_dir),

@@ -30,7 +30,7 @@ from torchrl.envs import ExplorationType, TransformedEnv, set_exploration_type
 
 from torchrl_reward.data import EpisodeRecorder, record_until_done
 from torchrl_reward.hydra_configs import load_config
-from torchrl_reward.inference.export import export_from_episodes, export_options
+from torchrl_reward.inference.export import export_checkpoint
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.ppo.config import PPORunConfig
 from torchrl_reward.ppo.envs import make_env
@@ -207,11 +207,9 @@ class RewardRefresh:
         reward = self.cfg.reward
         if reward.export_dir is None and reward.backend not in ("onnxruntime", "tensorrt"):
             return None
-        options = OmegaConf.merge(
-            load_config("export_reward"), {"chunk_size": reward.chunk_size}, reward.refresh.export
-        )
-        kwargs = export_options(options)
-        kwargs["fp16"] = bool(kwargs["fp16"]) and torch.cuda.is_available()
+        # fp16 None: TensorRT's fp16 ONNX only where a GPU is visible, as the pipeline's export.
+        defaults = {"chunk_size": reward.chunk_size, "fp16": None}
+        options = OmegaConf.merge(load_config("export_reward"), defaults, reward.refresh.export)
         model = ResNetRewardModel.load(checkpoint)
-        export_from_episodes(model, out_dir, self.root / "data", **kwargs)
+        export_checkpoint(model, out_dir, self.root / "data", options)
         return str(out_dir)

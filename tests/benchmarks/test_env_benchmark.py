@@ -1,8 +1,10 @@
-"""Env throughput on this machine: steps/s of ManiSkillEnv with and without pixels.
+"""Env throughput on this machine: steps/s of ManiSkillEnv with and without pixels, and with
+pixels only where the arm is still (``render_max_joint_speed``) under the weak policy.
 
 pytest --benchmark-only tests/benchmarks/test_env_benchmark.py
 """
 
+import resource
 from functools import partial
 
 import pytest
@@ -10,8 +12,10 @@ import torch
 from torchrl.envs import ParallelEnv, SerialEnv
 
 from torchrl_reward.envs import ManiSkillEnv
+from torchrl_reward.ppo.models import make_ppo_models
 
 STEPS = 50
+WEAK_POLICY = "checkpoints/ppo_pickcube_weak_bc.pt"  # init=weak_bc: where learned-reward PPO starts
 
 
 def _make(pixels: bool, num_workers: int, parallel: bool = True):
@@ -40,4 +44,37 @@ def test_env_steps_per_second(benchmark, pixels, num_workers, parallel):
     benchmark.extra_info["steps_per_s"] = frames / benchmark.stats.stats.mean
     if pixels:
         assert td["next", "pixels"].dtype == torch.uint8
+    env.close()
+
+
+@pytest.mark.parametrize("max_joint_speed", [None, 0.4], ids=["every-frame", "still-arm-0.4"])
+def test_static_gate_steps_per_second(benchmark, max_joint_speed):
+    """One 50-step episode of the weak policy's stochastic actions (the learned-reward PPO
+    start), every frame rendered against only those of a still arm: the renders a success
+    reward needs. Same seeds, so both play the same episodes."""
+    state = torch.load(WEAK_POLICY, weights_only=False)
+    env = ManiSkillEnv(
+        state["env_id"],
+        control_mode=state["control_mode"],
+        pixels=True,
+        render_max_joint_speed=max_joint_speed,
+        max_episode_steps=STEPS,
+    )
+    actor, _ = make_ppo_models(state["obs_dim"], env.action_spec_unbatched, state["hidden_sizes"])
+    actor.load_state_dict(state["actor"])
+    seeds = iter(range(100))
+
+    def rollout():
+        seed = next(seeds)
+        env.set_seed(seed)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            return env.rollout(STEPS, actor, break_when_any_done=False)
+
+    rollout()  # warm up the renderer
+    td = benchmark.pedantic(rollout, rounds=3, iterations=1)
+    rendered = td["next"].get("rendered", torch.ones(td.shape, dtype=torch.bool))
+    benchmark.extra_info["rendered_share"] = rendered.float().mean().item()
+    benchmark.extra_info["steps_per_s"] = td.numel() / benchmark.stats.stats.mean
+    benchmark.extra_info["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     env.close()

@@ -144,6 +144,39 @@ def test_render_window_needs_at_least_one_step():
         ManiSkillEnv("PickCube-v1", pixels=True, render_frames="done", render_window=0)
 
 
+def test_render_max_joint_speed_renders_only_static_frames(pixel_env):
+    env = ManiSkillEnv(
+        "PickCube-v1", pixels=True, render_max_joint_speed=0.4, image_size=64, max_episode_steps=10
+    )
+    # Still, then a hard push on every joint, then still again: the arm speeds up and settles.
+    actions = torch.zeros(10, *env.action_spec.shape)
+    actions[2:5] = 1.0
+    try:
+        rollouts = []
+        for e in (env, pixel_env):
+            e.set_seed(3)
+            td = e.reset()
+            steps = []
+            for action in actions:
+                td = e.step(td.set("action", action))
+                steps.append(td["next"].clone())
+                td = td["next"]
+            rollouts.append(torch.stack(steps))
+    finally:
+        env.close()
+    gated, every = rollouts
+    arm_speed = gated["qvel"][..., :-2].abs().amax(-1)  # ManiSkill's agent.is_static
+    rendered = gated["rendered"].reshape(-1)
+    assert torch.equal(rendered, arm_speed.reshape(-1) <= 0.4)
+    assert rendered.any() and not rendered.all()
+    # Exactly the marked frames are real, each the frame an every-frame env renders there.
+    lit = gated["pixels"].reshape(10, -1).amax(-1) > 0
+    assert torch.equal(lit, rendered)
+    torch.testing.assert_close(gated["pixels"][rendered], every["pixels"][rendered])
+    with pytest.raises(ValueError, match="render_max_joint_speed"):
+        ManiSkillEnv("PickCube-v1", pixels=True, render_max_joint_speed=0.0)
+
+
 def test_reward_window_pays_only_the_last_steps_of_each_episode():
     env = ManiSkillEnv(
         "PickCube-v1", reward_window=2, max_episode_steps=5, ignore_terminations=True

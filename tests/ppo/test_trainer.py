@@ -271,6 +271,59 @@ def test_final_steps_needs_terminal_only_and_no_recording(tmp_path, constant_rew
         train_ppo(recording, tmp_path / "run")
 
 
+@pytest.mark.parametrize(("speed", "paid_share"), [(1e3, 1.0), (1e-4, 0.0)])
+def test_static_gate_renders_and_pays_only_frames_of_a_still_arm(
+    tmp_path, speed, paid_share, constant_reward_model
+):
+    """``reward.render_max_joint_speed``: the env renders only frames whose arm joints are all
+    slower; only those are scored, the rest are paid 0 (a still arm is rare under noise)."""
+    model_path = constant_reward_model(LOGIT).save(tmp_path / "reward.pt")
+    overrides = [
+        *SMALL,
+        "ppo.total_frames=20",
+        "eval.interval=0",
+        "env.image_size=64",
+        "reward=resnet",
+        f"reward.resnet.checkpoint_path={model_path}",
+        "reward.device=cpu",
+        f"reward.render_max_joint_speed={speed}",
+    ]
+    cfg = _typed(overrides)
+    assert _render_frames(cfg, make_reward_transform(cfg.reward)) == {
+        "render_frames": "all",
+        "render_max_joint_speed": speed,
+    }
+    metrics = train_ppo(cfg, tmp_path / "run")
+    assert metrics["rollout/rewards"] == pytest.approx(paid_share * P_SUCCESS, abs=1e-6)
+    # The skipped frames count as the model's calls of failure, every frame judged.
+    assert metrics["reward_model/accuracy"] == pytest.approx(1.0 - paid_share)
+    assert metrics["reward_model/scored_share"] == pytest.approx(paid_share)
+
+
+def test_static_gate_needs_a_per_step_success_model(tmp_path, constant_reward_model):
+    success = constant_reward_model(LOGIT).save(tmp_path / "success.pt")
+    placed = constant_reward_model(LOGIT).save(
+        tmp_path / "placed.pt", training_config={"frame_label": "placed"}
+    )
+    overrides = [*SMALL, "reward=resnet", "reward.device=cpu", "reward.render_max_joint_speed=0.4"]
+    with pytest.raises(ValueError, match="terminal_only"):
+        make_reward_transform(
+            _typed(
+                [
+                    *overrides,
+                    f"reward.resnet.checkpoint_path={success}",
+                    "reward.terminal_only=true",
+                ]
+            ).reward
+        )
+    for extra, match in (
+        ([f"reward.resnet.checkpoint_path={placed}"], "frame_label is 'placed'"),
+        ([f"reward.resnet.checkpoint_path={success}", "collect.enabled=true"], "run of its own"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            train_ppo(load_config("ppo", [*overrides, *extra]), tmp_path / "run")
+
+
 def test_learned_reward_without_checkpoint_says_how(tmp_path):
     cfg = load_config("ppo", [*SMALL, "reward=resnet"])
     with pytest.raises(ValueError, match=r"reward.resnet.checkpoint_path"):

@@ -165,6 +165,12 @@ class ManiSkillWrapper(EnvBase):
             the last ``render_window`` steps before the time limit (``1``: only the frames that
             end an episode), for a reward that scores an episode's final steps. The bool key
             ``"rendered"`` then marks the real frames. Defaults to ``1``.
+        render_max_joint_speed (float, optional): render only the step frames where the robot
+            is static within this joint speed (rad/s, ManiSkill's ``agent.is_static``; reset
+            frames are not rendered), leave the others black and mark the real ones under
+            ``"rendered"``: a success reward pays nothing where the arm moves (PickCube's
+            success needs every arm joint under 0.2 rad/s), and most of a moving policy's
+            frames move. With ``render_frames="done"`` both must hold. Defaults to ``None``.
         reward_window (int, optional): pay the env's reward only at the steps that end an
             episode or lie within ``reward_window`` steps of the time limit (0 elsewhere): the
             simulator's own signal at exactly the steps a final-steps learned reward scores
@@ -190,6 +196,7 @@ class ManiSkillWrapper(EnvBase):
         pixels: bool = False,
         render_frames: str = "all",
         render_window: int = 1,
+        render_max_joint_speed: float | None = None,
         reward_window: int | None = None,
         ignore_terminations: bool = False,
         device: Any = None,
@@ -201,6 +208,10 @@ class ManiSkillWrapper(EnvBase):
         for name, window in (("render_window", render_window), ("reward_window", reward_window)):
             if window is not None and window < 1:
                 raise ValueError(f"{name} must be >= 1 steps, got {window}.")
+        if render_max_joint_speed is not None and not render_max_joint_speed > 0:
+            raise ValueError(
+                f"render_max_joint_speed must be > 0 rad/s, got {render_max_joint_speed}."
+            )
         base = env.unwrapped
         sim_device = torch.device(str(base.device))
         super().__init__(
@@ -211,6 +222,7 @@ class ManiSkillWrapper(EnvBase):
         self.pixels = pixels
         self.render_frames = render_frames
         self.render_window = render_window
+        self.render_max_joint_speed = render_max_joint_speed
         self.reward_window = reward_window
         self._time_limit = _time_limit(env)
         if max(render_window, reward_window or 1) > 1 and self._time_limit is None:
@@ -245,7 +257,7 @@ class ManiSkillWrapper(EnvBase):
             cameras = [c.camera for c in self.base_env.scene.human_render_cameras.values()]
             height, width = cameras[0].height, sum(c.width for c in cameras)
             observation["pixels"] = Bounded(0, 255, shape=(*n, height, width, 3), dtype=torch.uint8)
-            if self.render_frames == "done":
+            if self._selects_frames:
                 observation["rendered"] = Categorical(2, shape=(*n, 1), dtype=torch.bool)
         self.observation_spec = Composite(observation, shape=n)
         self.action_spec = Bounded(
@@ -283,13 +295,32 @@ class ManiSkillWrapper(EnvBase):
         for key in _INFO_KEYS:
             td.set(key, self._column(info.get(key, False), torch.bool))
         if self.pixels:
-            if self.render_frames == "all":
+            if not self._selects_frames:
                 td.set("pixels", self._env.render().to(self.device, torch.uint8))
             else:
-                rendered = self._in_window(done, self.render_window)
+                rendered = self._render_mask(done)
                 td.set("pixels", self._frame(rendered))
                 td.set("rendered", rendered)
         return td
+
+    @property
+    def _selects_frames(self) -> bool:
+        """Whether only some frames are rendered (the others black, ``"rendered"`` marks)."""
+        return self.render_frames == "done" or self.render_max_joint_speed is not None
+
+    def _render_mask(self, done: torch.Tensor | None) -> torch.Tensor:
+        """The frames to render ``[num_envs, 1]``: in the final-steps window
+        (``render_frames="done"``) and with the robot static (``render_max_joint_speed``);
+        none at a reset."""
+        shape = (*self.batch_size, 1)
+        if self.render_frames == "done":
+            mask = self._in_window(done, self.render_window)
+        else:
+            mask = torch.full(shape, done is not None, dtype=torch.bool, device=self.device)
+        if self.render_max_joint_speed is not None:
+            static = self.base_env.agent.is_static(self.render_max_joint_speed)
+            mask = mask & self._column(static, torch.bool)
+        return mask
 
     def _in_window(self, done: torch.Tensor | None, steps: int) -> torch.Tensor:
         """Envs that ended an episode or are within ``steps`` steps of the time limit
@@ -365,6 +396,9 @@ class ManiSkillEnv(ManiSkillWrapper):
             end an episode (the others are black). Defaults to ``"all"``.
         render_window (int, optional): with ``render_frames="done"``, also render the last
             ``render_window`` steps before the time limit. Defaults to ``1``.
+        render_max_joint_speed (float, optional): render only the frames where the robot is
+            static within this joint speed (rad/s), see :class:`ManiSkillWrapper`.
+            Defaults to ``None``.
         reward_window (int, optional): pay the env's reward only at the steps that end an
             episode or lie within ``reward_window`` steps of the time limit, see
             :class:`ManiSkillWrapper`. Defaults to ``None`` (every step).
@@ -402,6 +436,7 @@ class ManiSkillEnv(ManiSkillWrapper):
         pixels: bool = False,
         render_frames: str = "all",
         render_window: int = 1,
+        render_max_joint_speed: float | None = None,
         reward_window: int | None = None,
         num_envs: int = 1,
         max_episode_steps: int = 50,
@@ -439,6 +474,7 @@ class ManiSkillEnv(ManiSkillWrapper):
             pixels=pixels,
             render_frames=render_frames,
             render_window=render_window,
+            render_max_joint_speed=render_max_joint_speed,
             reward_window=reward_window,
             ignore_terminations=ignore_terminations,
             device=device,

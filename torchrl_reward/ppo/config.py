@@ -148,6 +148,9 @@ class RewardConfig:
     threshold: float | None = None  # None: the checkpoint's (calibrated for its target FPR)
     terminal_only: bool = False  # score only the final frame of each episode (harder to hack)
     final_steps: int = 1  # with terminal_only: score the last N frames of each episode
+    # Render and score only frames where every arm joint is under this speed (rad/s); the rest
+    # are paid 0. Success needs a static arm (PickCube: 0.2), so a success model loses nothing.
+    render_max_joint_speed: float | None = None
     env_weight: float = 1.0
     model_weight: float = 1.0
     chunk_size: int = 256  # frames per inference call

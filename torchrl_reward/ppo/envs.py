@@ -12,7 +12,12 @@ from torchrl_reward.ppo.config import EnvConfig
 
 
 def env_kwargs(
-    env_cfg: EnvConfig, *, pixels: bool, render_frames: str = "all", render_window: int = 1
+    env_cfg: EnvConfig,
+    *,
+    pixels: bool,
+    render_frames: str = "all",
+    render_window: int = 1,
+    render_max_joint_speed: float | None = None,
 ) -> dict[str, Any]:
     """ManiSkillEnv keyword arguments from the ``env`` config."""
     return dict(
@@ -20,6 +25,7 @@ def env_kwargs(
         pixels=pixels,
         render_frames=render_frames,
         render_window=render_window,
+        render_max_joint_speed=render_max_joint_speed,
         max_episode_steps=env_cfg.max_episode_steps,
         image_size=env_cfg.image_size,
         views=list(env_cfg.views),
@@ -38,12 +44,14 @@ def make_env(
     pixels: bool = False,
     render_frames: str = "all",
     render_window: int = 1,
+    render_max_joint_speed: float | None = None,
     num_envs: int | None = None,
 ) -> EnvBase:
     """Build ``num_envs`` envs (default ``env_cfg.num_envs``).
 
     ``render_frames="done"`` renders only the frames that end an episode, or fall within
-    ``render_window`` steps of the time limit (see :class:`~torchrl_reward.envs.ManiSkillEnv`).
+    ``render_window`` steps of the time limit; ``render_max_joint_speed`` only those where the
+    robot is static within that joint speed (see :class:`~torchrl_reward.envs.ManiSkillEnv`).
 
     GPU physx holds them all in one simulation (batch ``[num_envs]``); the CPU simulator runs
     one env per process in a torchrl :class:`~torchrl.envs.ParallelEnv` (batch
@@ -51,7 +59,11 @@ def make_env(
     """
     num_envs = env_cfg.num_envs if num_envs is None else num_envs
     kwargs = env_kwargs(
-        env_cfg, pixels=pixels, render_frames=render_frames, render_window=render_window
+        env_cfg,
+        pixels=pixels,
+        render_frames=render_frames,
+        render_window=render_window,
+        render_max_joint_speed=render_max_joint_speed,
     )
     if env_cfg.sim_backend == "gpu":
         return ManiSkillEnv(num_envs=num_envs, **kwargs)

@@ -46,9 +46,16 @@ def worker_env(
     pixels: bool,
     render_frames: str = "all",
     render_window: int = 1,
+    render_max_joint_speed: float | None = None,
 ) -> EnvBase:
     """One collector's envs (and recorder), built in its Ray actor from the pickled configs."""
-    env = make_env(env_cfg, pixels=pixels, render_frames=render_frames, render_window=render_window)
+    env = make_env(
+        env_cfg,
+        pixels=pixels,
+        render_frames=render_frames,
+        render_window=render_window,
+        render_max_joint_speed=render_max_joint_speed,
+    )
     if collect_cfg is not None:
         env = TransformedEnv(env, make_recorder({**asdict(collect_cfg), "seed": seed}))
     env.set_seed(seed)
@@ -85,6 +92,8 @@ class RayRollouts:
             Defaults to ``"all"``.
         render_window (int, optional): see :func:`~torchrl_reward.ppo.make_env`.
             Defaults to ``1``.
+        render_max_joint_speed (float, optional): see :func:`~torchrl_reward.ppo.make_env`.
+            Defaults to ``None``.
     """
 
     def __init__(
@@ -94,6 +103,7 @@ class RayRollouts:
         pixels: bool,
         render_frames: str = "all",
         render_window: int = 1,
+        render_max_joint_speed: float | None = None,
     ) -> None:
         num_collectors = cfg.runner.num_collectors
         if num_collectors < 1:
@@ -105,6 +115,7 @@ class RayRollouts:
             "pixels": pixels,
             "render_frames": render_frames,
             "render_window": render_window,
+            "render_max_joint_speed": render_max_joint_speed,
         }
         self.num_collectors = num_collectors
         self.num_envs = num_collectors * cfg.env.num_envs

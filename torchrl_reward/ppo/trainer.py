@@ -37,7 +37,7 @@ from torchrl_reward.ppo.refresh import RewardRefresh
 from torchrl_reward.ppo.rollouts import LocalRollouts, Rollouts
 from torchrl_reward.ppo.warmstart import warm_start
 from torchrl_reward.transforms import RewardTransform, agreement
-from torchrl_reward.transforms.agreement import truth
+from torchrl_reward.transforms.agreement import frame_label, truth
 from torchrl_reward.utils import resolve_device
 
 log = logging.getLogger(__name__)
@@ -103,14 +103,21 @@ def reward_transform_kwargs(reward_cfg: RewardConfig) -> dict[str, Any]:
             f"reward.final_steps={final_steps}: it counts the final frames scored per episode "
             "with reward.terminal_only=true (1: the last frame only)."
         )
+    speed = reward_cfg.render_max_joint_speed
+    if speed is not None and (reward_cfg.terminal_only or not speed > 0):
+        raise ValueError(
+            f"reward.render_max_joint_speed={speed}: it gates a per-step reward's renders by the "
+            "arm's joint speed (> 0 rad/s); with reward.terminal_only the env already renders "
+            "only final frames."
+        )
     return dict(
         checkpoint_path=reward_cfg.resnet.checkpoint_path,
         mode=reward_cfg.mode,
         output=reward_cfg.output,
         threshold=reward_cfg.threshold,
         terminal_only=reward_cfg.terminal_only,
-        # Only the final steps are rendered: the env marks them (ManiSkillEnv render_window).
-        score_key="rendered" if final_steps > 1 else None,
+        # Only some frames are rendered (the final steps, or the static ones): the env marks them.
+        score_key="rendered" if final_steps > 1 or speed is not None else None,
         env_weight=reward_cfg.env_weight,
         model_weight=reward_cfg.model_weight,
         chunk_size=reward_cfg.chunk_size,
@@ -134,12 +141,16 @@ def reward_agreement(batch: TensorDictBase, transform: RewardTransform) -> dict[
     pred = batch["next", "model_success_prob"] >= transform.threshold
     true = truth(batch["next"], transform.model)
     scored = transform.scored_frames(batch["next"])
-    if scored is not None:
+    # A terminal reward is judged on the frames it scores; a per-step one on every frame (the
+    # frames it skips, arm moving, are its calls of failure).
+    if scored is not None and transform.terminal_only:
         pred, true = pred[scored], true[scored]
     stats = agreement(pred, true)
     metrics = {
         f"reward_model/{k}": float(stats[k]) for k in ("precision", "recall", "fpr", "accuracy")
     }
+    if scored is not None:  # the share of frames rendered and scored: what rendering costs
+        metrics["reward_model/scored_share"] = float(scored.float().mean())
     # The decision threshold these figures (and a binary reward) used: a refresh changes it.
     metrics["reward_model/threshold"] = float(transform.threshold)
     return metrics
@@ -149,9 +160,11 @@ def _render_frames(cfg: PPORunConfig, reward_transform: RewardTransform | None) 
     """``render_frames="done"`` when only an episode's final frames are ever looked at (a
     terminal-only learned reward, ``reward.final_steps`` of them, and no recording). Rendering is
     most of a CPU step's cost, so the arm then costs about what a state-only arm does."""
-    if reward_transform is not None and reward_transform.terminal_only and not cfg.collect.enabled:
+    if reward_transform is None or cfg.collect.enabled:
+        return {"render_frames": "all"}
+    if reward_transform.terminal_only:
         return {"render_frames": "done", "render_window": cfg.reward.final_steps}
-    return {"render_frames": "all"}
+    return {"render_frames": "all", "render_max_joint_speed": cfg.reward.render_max_joint_speed}
 
 
 def train_ppo(cfg: PPORunConfig | DictConfig, run_dir: str | Path) -> dict[str, float]:
@@ -304,8 +317,16 @@ def _make_learned_reward(cfg: PPORunConfig) -> RewardTransform | None:
         reward_transform = make_reward_transform(cfg.reward)
     if reward_transform.score_key and cfg.collect.enabled:
         raise ValueError(
-            "reward.final_steps > 1 scores the frames rendered for it alone, but recording "
-            "(collect.enabled=true) renders every frame: record in a run of its own."
+            "reward.final_steps > 1 and reward.render_max_joint_speed score the frames rendered "
+            "for them alone, but recording (collect.enabled=true) renders every frame: record "
+            "in a run of its own."
+        )
+    label = frame_label(reward_transform.model)
+    if cfg.reward.render_max_joint_speed is not None and label != "success":
+        raise ValueError(
+            f"reward.render_max_joint_speed pays 0 wherever the arm moves, which only a "
+            f"'success' model (success needs a static arm) agrees with; this checkpoint's "
+            f"frame_label is {label!r}."
         )
     return reward_transform
 

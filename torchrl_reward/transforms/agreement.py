@@ -55,6 +55,12 @@ def agreement(pred_success: torch.Tensor, true_success: torch.Tensor) -> dict[st
     )
 
 
+def frame_label(model: ResNetRewardModel) -> str:
+    """What ``model`` was trained to detect (its training config's ``frame_label``); a model
+    without a training config (built in code, not by the trainer) counts as ``success``."""
+    return model.checkpoint_metadata.get("training_config", {}).get("frame_label", "success")
+
+
 def truth_key(model: ResNetRewardModel) -> str:
     """The env key that holds what ``model`` was trained to detect, from its ``frame_label``.
 
@@ -62,7 +68,7 @@ def truth_key(model: ResNetRewardModel) -> str:
     ``success_once``) models against ``success``; a model without a training config (built
     in code, not by the trainer) counts as ``success``.
     """
-    label = model.checkpoint_metadata.get("training_config", {}).get("frame_label", "success")
+    label = frame_label(model)
     if label not in TRUTH_KEYS:
         raise ValueError(
             f"agreement: the reward model was trained on frame_label={label!r}, which has no "

@@ -41,6 +41,19 @@ SMALL = [
 ]
 
 
+def _learned(model_path, *extra):
+    """A small learned-reward run (64 px frames, no evaluation) scoring with ``model_path``."""
+    return [
+        *SMALL,
+        "eval.interval=0",
+        "env.image_size=64",
+        "reward=resnet",
+        f"reward.resnet.checkpoint_path={model_path}",
+        "reward.device=cpu",
+        *extra,
+    ]
+
+
 def _typed(overrides):
     """``configs/ppo.yaml`` with ``overrides``, as the typed config the trainer's parts take."""
     return make_ppo_config(load_config("ppo", overrides))
@@ -199,18 +212,7 @@ def test_resume_from_missing_checkpoint_says_where(tmp_path):
 def test_learned_reward_run_logs_model_rewards_and_agreement(tmp_path, constant_reward_model):
     """``reward=resnet``: the model's rewards replace the env's, with timing and agreement."""
     model_path = constant_reward_model(LOGIT).save(tmp_path / "reward.pt")
-    cfg = load_config(
-        "ppo",
-        [
-            *SMALL,
-            "ppo.total_frames=40",
-            "eval.interval=0",
-            "env.image_size=64",
-            "reward=resnet",
-            f"reward.resnet.checkpoint_path={model_path}",
-            "reward.device=cpu",
-        ],
-    )
+    cfg = load_config("ppo", _learned(model_path, "ppo.total_frames=40"))
     metrics = train_ppo(cfg, tmp_path / "run")
     assert metrics["rollout/rewards"] == pytest.approx(P_SUCCESS, abs=1e-6)  # not the env's
     # Episode returns are of the reward PPO optimises: 10 steps of the model's reward.
@@ -228,17 +230,12 @@ def test_terminal_only_learned_reward_renders_and_pays_only_final_frames(
     tmp_path, final_steps, constant_reward_model
 ):
     model_path = constant_reward_model(LOGIT).save(tmp_path / "reward.pt")
-    overrides = [
-        *SMALL,
+    overrides = _learned(
+        model_path,
         "ppo.total_frames=20",
-        "eval.interval=0",
-        "env.image_size=64",
-        "reward=resnet",
-        f"reward.resnet.checkpoint_path={model_path}",
-        "reward.device=cpu",
         "reward.terminal_only=true",
         f"reward.final_steps={final_steps}",
-    ]
+    )
     cfg = _typed(overrides)
     transform = make_reward_transform(cfg.reward)
     assert _render_frames(cfg, transform) == {
@@ -255,13 +252,7 @@ def test_terminal_only_learned_reward_renders_and_pays_only_final_frames(
 
 def test_final_steps_needs_terminal_only_and_no_recording(tmp_path, constant_reward_model):
     model_path = constant_reward_model(LOGIT).save(tmp_path / "reward.pt")
-    overrides = [
-        *SMALL,
-        "reward=resnet",
-        f"reward.resnet.checkpoint_path={model_path}",
-        "reward.device=cpu",
-        "reward.final_steps=3",
-    ]
+    overrides = _learned(model_path, "reward.final_steps=3")
     with pytest.raises(ValueError, match="terminal_only"):
         make_reward_transform(_typed(overrides).reward)
     recording = load_config(
@@ -278,16 +269,9 @@ def test_static_gate_renders_and_pays_only_frames_of_a_still_arm(
     """``reward.render_max_joint_speed``: the env renders only frames whose arm joints are all
     slower; only those are scored, the rest are paid 0 (a still arm is rare under noise)."""
     model_path = constant_reward_model(LOGIT).save(tmp_path / "reward.pt")
-    overrides = [
-        *SMALL,
-        "ppo.total_frames=20",
-        "eval.interval=0",
-        "env.image_size=64",
-        "reward=resnet",
-        f"reward.resnet.checkpoint_path={model_path}",
-        "reward.device=cpu",
-        f"reward.render_max_joint_speed={speed}",
-    ]
+    overrides = _learned(
+        model_path, "ppo.total_frames=20", f"reward.render_max_joint_speed={speed}"
+    )
     cfg = _typed(overrides)
     assert _render_frames(cfg, make_reward_transform(cfg.reward)) == {
         "render_frames": "all",

@@ -9,7 +9,7 @@ from torchrl.data import Bounded, Composite, Unbounded
 
 from torchrl_reward.hydra_configs import load_config
 from torchrl_reward.models import ResNetRewardModel
-from torchrl_reward.ppo import make_ppo_config, train_ppo
+from torchrl_reward.ppo import RenderOptions, make_ppo_config, train_ppo
 from torchrl_reward.ppo.checkpoint import checkpoint_path, save_checkpoint
 from torchrl_reward.ppo.trainer import (
     _checkpoint_state,
@@ -17,7 +17,7 @@ from torchrl_reward.ppo.trainer import (
     _make_learner,
     _mark_no_bootstrap,
     _Progress,
-    _render_frames,
+    _render_options,
     _reward_name,
     make_reward_transform,
 )
@@ -238,12 +238,9 @@ def test_terminal_only_learned_reward_renders_and_pays_only_final_frames(
     )
     cfg = _typed(overrides)
     transform = make_reward_transform(cfg.reward)
-    assert _render_frames(cfg, transform) == {
-        "render_frames": "done",
-        "render_window": final_steps,
-    }
+    assert _render_options(cfg, transform) == RenderOptions(frames="done", window=final_steps)
     recording = _typed([*overrides, "collect.enabled=true"])
-    assert _render_frames(recording, transform) == {"render_frames": "all"}
+    assert _render_options(recording, transform) == RenderOptions()
     metrics = train_ppo(cfg, tmp_path / "run")
     # 2 envs x 10 steps, one episode each: the last final_steps frames carry the model's reward.
     assert metrics["rollout/rewards"] == pytest.approx(2 * final_steps / 20 * P_SUCCESS, abs=1e-6)
@@ -273,10 +270,8 @@ def test_static_gate_renders_and_pays_only_frames_of_a_still_arm(
         model_path, "ppo.total_frames=20", f"reward.render_max_joint_speed={speed}"
     )
     cfg = _typed(overrides)
-    assert _render_frames(cfg, make_reward_transform(cfg.reward)) == {
-        "render_frames": "all",
-        "render_max_joint_speed": speed,
-    }
+    transform = make_reward_transform(cfg.reward)
+    assert _render_options(cfg, transform) == RenderOptions(max_joint_speed=speed)
     metrics = train_ppo(cfg, tmp_path / "run")
     assert metrics["rollout/rewards"] == pytest.approx(paid_share * P_SUCCESS, abs=1e-6)
     # The skipped frames count as the model's calls of failure, every frame judged.

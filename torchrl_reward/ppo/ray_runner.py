@@ -31,7 +31,7 @@ from torchrl.envs.llm.transforms.policy_version import PolicyVersion
 
 from torchrl_reward.data import EpisodeRecorder, make_recorder
 from torchrl_reward.ppo.config import CollectConfig, EnvConfig, PPORunConfig
-from torchrl_reward.ppo.envs import make_env
+from torchrl_reward.ppo.envs import ALL_FRAMES, RenderOptions, make_env
 
 log = logging.getLogger(__name__)
 VERSION_KEY = ("next", "policy_version")
@@ -44,18 +44,10 @@ def worker_env(
     seed: int,
     *,
     pixels: bool,
-    render_frames: str = "all",
-    render_window: int = 1,
-    render_max_joint_speed: float | None = None,
+    render: RenderOptions = ALL_FRAMES,
 ) -> EnvBase:
     """One collector's envs (and recorder), built in its Ray actor from the pickled configs."""
-    env = make_env(
-        env_cfg,
-        pixels=pixels,
-        render_frames=render_frames,
-        render_window=render_window,
-        render_max_joint_speed=render_max_joint_speed,
-    )
+    env = make_env(env_cfg, pixels=pixels, render=render)
     if collect_cfg is not None:
         env = TransformedEnv(env, make_recorder({**asdict(collect_cfg), "seed": seed}))
     env.set_seed(seed)
@@ -88,12 +80,8 @@ class RayRollouts:
 
     Keyword Args:
         pixels (bool): render frames (for the learned reward or the recorder).
-        render_frames (str, optional): see :func:`~torchrl_reward.ppo.make_env`.
-            Defaults to ``"all"``.
-        render_window (int, optional): see :func:`~torchrl_reward.ppo.make_env`.
-            Defaults to ``1``.
-        render_max_joint_speed (float, optional): see :func:`~torchrl_reward.ppo.make_env`.
-            Defaults to ``None``.
+        render (RenderOptions, optional): the frames rendered, see
+            :func:`~torchrl_reward.ppo.make_env`. Defaults to every frame.
     """
 
     def __init__(
@@ -101,9 +89,7 @@ class RayRollouts:
         cfg: PPORunConfig,
         *,
         pixels: bool,
-        render_frames: str = "all",
-        render_window: int = 1,
-        render_max_joint_speed: float | None = None,
+        render: RenderOptions = ALL_FRAMES,
     ) -> None:
         num_collectors = cfg.runner.num_collectors
         if num_collectors < 1:
@@ -111,12 +97,7 @@ class RayRollouts:
         if not ray.is_initialized():
             raise RuntimeError("RayRollouts runs inside ray_session(cfg.runner); Ray is not up.")
         self._cfg = cfg
-        self._render = {
-            "pixels": pixels,
-            "render_frames": render_frames,
-            "render_window": render_window,
-            "render_max_joint_speed": render_max_joint_speed,
-        }
+        self._render = {"pixels": pixels, "render": render}
         self.num_collectors = num_collectors
         self.num_envs = num_collectors * cfg.env.num_envs
         self.env = make_env(cfg.env, num_envs=1)

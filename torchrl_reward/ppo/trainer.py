@@ -29,7 +29,7 @@ from torchrl_reward.data import EpisodeRecorder, make_recorder
 from torchrl_reward.distributed import RemoteRewardTransform, ray_session, start_reward_actor
 from torchrl_reward.ppo.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from torchrl_reward.ppo.config import PPOHyperparams, PPORunConfig, RewardConfig, make_ppo_config
-from torchrl_reward.ppo.envs import make_env
+from torchrl_reward.ppo.envs import RenderOptions, make_env
 from torchrl_reward.ppo.metrics import EpisodeStats
 from torchrl_reward.ppo.models import make_ppo_models
 from torchrl_reward.ppo.ray_runner import RayRollouts
@@ -156,15 +156,16 @@ def reward_agreement(batch: TensorDictBase, transform: RewardTransform) -> dict[
     return metrics
 
 
-def _render_frames(cfg: PPORunConfig, reward_transform: RewardTransform | None) -> dict[str, Any]:
-    """``render_frames="done"`` when only an episode's final frames are ever looked at (a
-    terminal-only learned reward, ``reward.final_steps`` of them, and no recording). Rendering is
-    most of a CPU step's cost, so the arm then costs about what a state-only arm does."""
+def _render_options(cfg: PPORunConfig, reward_transform: RewardTransform | None) -> RenderOptions:
+    """The frames the run's envs render. Only an episode's final frames when only those are ever
+    looked at (a terminal-only learned reward, ``reward.final_steps`` of them, and no recording);
+    only a still arm's with ``reward.render_max_joint_speed``. Rendering is most of a CPU step's
+    cost, so the arm then costs about what a state-only arm does."""
     if reward_transform is None or cfg.collect.enabled:
-        return {"render_frames": "all"}
+        return RenderOptions()
     if reward_transform.terminal_only:
-        return {"render_frames": "done", "render_window": cfg.reward.final_steps}
-    return {"render_frames": "all", "render_max_joint_speed": cfg.reward.render_max_joint_speed}
+        return RenderOptions(frames="done", window=cfg.reward.final_steps)
+    return RenderOptions(max_joint_speed=cfg.reward.render_max_joint_speed)
 
 
 def train_ppo(cfg: PPORunConfig | DictConfig, run_dir: str | Path) -> dict[str, float]:
@@ -339,7 +340,7 @@ def _make_train_env(
     Frames are rendered only when something looks at them: the recorder or the learned reward.
     """
     pixels = cfg.collect.enabled or reward_transform is not None
-    env = make_env(cfg.env, pixels=pixels, **_render_frames(cfg, reward_transform))
+    env = make_env(cfg.env, pixels=pixels, render=_render_options(cfg, reward_transform))
     recorder = None
     if cfg.collect.enabled:
         recorder = make_recorder({**asdict(cfg.collect), "seed": cfg.seed})
@@ -352,7 +353,7 @@ def _make_rollouts(cfg: PPORunConfig, reward_transform: RewardTransform | None) 
     """The runner's envs and collector: this process's (``runner=local``) or Ray actors'."""
     if cfg.runner.name == "ray":
         pixels = cfg.collect.enabled or reward_transform is not None
-        return RayRollouts(cfg, pixels=pixels, **_render_frames(cfg, reward_transform))
+        return RayRollouts(cfg, pixels=pixels, render=_render_options(cfg, reward_transform))
     return LocalRollouts(*_make_train_env(cfg, reward_transform))
 
 

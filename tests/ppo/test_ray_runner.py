@@ -14,10 +14,10 @@ import torch
 
 from torchrl_reward.distributed import ray_session
 from torchrl_reward.hydra_configs import load_config
-from torchrl_reward.ppo import make_ppo_config, train_ppo
+from torchrl_reward.ppo import RenderOptions, make_ppo_config, train_ppo
 from torchrl_reward.ppo.checkpoint import checkpoint_path
 from torchrl_reward.ppo.models import make_ppo_models
-from torchrl_reward.ppo.ray_runner import SEED_STRIDE, RayRollouts
+from torchrl_reward.ppo.ray_runner import SEED_STRIDE, RayRollouts, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -40,6 +40,20 @@ SMALL = [
     "ppo.hidden_sizes=[32,32]",
     "eval.interval=0",
 ]
+
+
+@pytest.mark.parametrize(("speed", "rendered"), [(1e3, True), (1e-4, False)])
+def test_worker_env_renders_the_frames_the_run_asks_for(speed, rendered):
+    """A collector's envs take the run's render options (here the still-arm gate)."""
+    cfg = make_ppo_config(load_config("ppo", [*SMALL, "env.image_size=64"]))
+    env = worker_env(cfg.env, None, 0, pixels=True, render=RenderOptions(max_joint_speed=speed))
+    try:
+        data = env.rollout(3)
+    finally:
+        env.close()
+    flagged = data["next", "rendered"].flatten()
+    drawn = data["next", "pixels"].flatten(0, -4).flatten(1).amax(1) > 0  # not left black
+    assert flagged.tolist() == drawn.tolist() == [rendered] * 3
 
 
 def test_weights_reach_every_collector_and_a_dead_one_stops_the_run():

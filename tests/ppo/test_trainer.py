@@ -17,7 +17,7 @@ from torchrl_reward.ppo.trainer import (
     _make_learner,
     _mark_no_bootstrap,
     _Progress,
-    _render_options,
+    _rendering,
     _reward_name,
     make_reward_transform,
 )
@@ -181,6 +181,11 @@ def test_checkpoint_state_is_what_a_resume_starts_from(tmp_path):
     assert start.progress == _Progress(20, 2, 50) and start.elapsed == 0.0
 
 
+def test_state_only_arms_render_nothing_unless_recording():
+    assert _rendering(_typed([]), None) == (False, RenderOptions())
+    assert _rendering(_typed(["collect.enabled=true"]), None) == (True, RenderOptions())
+
+
 def test_success_terminations_keep_their_value():
     data = TensorDict(
         {
@@ -238,9 +243,9 @@ def test_terminal_only_learned_reward_renders_and_pays_only_final_frames(
     )
     cfg = _typed(overrides)
     transform = make_reward_transform(cfg.reward)
-    assert _render_options(cfg, transform) == RenderOptions(frames="done", window=final_steps)
+    assert _rendering(cfg, transform) == (True, RenderOptions(frames="done", window=final_steps))
     recording = _typed([*overrides, "collect.enabled=true"])
-    assert _render_options(recording, transform) == RenderOptions()
+    assert _rendering(recording, transform) == (True, RenderOptions())
     metrics = train_ppo(cfg, tmp_path / "run")
     # 2 envs x 10 steps, one episode each: the last final_steps frames carry the model's reward.
     assert metrics["rollout/rewards"] == pytest.approx(2 * final_steps / 20 * P_SUCCESS, abs=1e-6)
@@ -271,7 +276,7 @@ def test_static_gate_renders_and_pays_only_frames_of_a_still_arm(
     )
     cfg = _typed(overrides)
     transform = make_reward_transform(cfg.reward)
-    assert _render_options(cfg, transform) == RenderOptions(max_joint_speed=speed)
+    assert _rendering(cfg, transform) == (True, RenderOptions(max_joint_speed=speed))
     metrics = train_ppo(cfg, tmp_path / "run")
     assert metrics["rollout/rewards"] == pytest.approx(paid_share * P_SUCCESS, abs=1e-6)
     # The skipped frames count as the model's calls of failure, every frame judged.

@@ -156,16 +156,19 @@ def reward_agreement(batch: TensorDictBase, transform: RewardTransform) -> dict[
     return metrics
 
 
-def _render_options(cfg: PPORunConfig, reward_transform: RewardTransform | None) -> RenderOptions:
-    """The frames the run's envs render. Only an episode's final frames when only those are ever
-    looked at (a terminal-only learned reward, ``reward.final_steps`` of them, and no recording);
-    only a still arm's with ``reward.render_max_joint_speed``. Rendering is most of a CPU step's
-    cost, so the arm then costs about what a state-only arm does."""
+def _rendering(
+    cfg: PPORunConfig, reward_transform: RewardTransform | None
+) -> tuple[bool, RenderOptions]:
+    """Whether the run's envs render frames, and which. Frames are rendered only when something
+    looks at them: the recorder or the learned reward. Of those, only an episode's final frames
+    when only those are ever scored (a terminal-only learned reward, ``reward.final_steps`` of
+    them, and no recording), and only a still arm's with ``reward.render_max_joint_speed``.
+    Rendering is most of a CPU step's cost: BENCHMARKS.md has what each choice saves."""
     if reward_transform is None or cfg.collect.enabled:
-        return RenderOptions()
+        return cfg.collect.enabled, RenderOptions()
     if reward_transform.terminal_only:
-        return RenderOptions(frames="done", window=cfg.reward.final_steps)
-    return RenderOptions(max_joint_speed=cfg.reward.render_max_joint_speed)
+        return True, RenderOptions(frames="done", window=cfg.reward.final_steps)
+    return True, RenderOptions(max_joint_speed=cfg.reward.render_max_joint_speed)
 
 
 def train_ppo(cfg: PPORunConfig | DictConfig, run_dir: str | Path) -> dict[str, float]:
@@ -335,12 +338,9 @@ def _make_learned_reward(cfg: PPORunConfig) -> RewardTransform | None:
 def _make_train_env(
     cfg: PPORunConfig, reward_transform: RewardTransform | None
 ) -> tuple[EnvBase, EpisodeRecorder | None]:
-    """The seeded env PPO collects from and, with ``collect.enabled``, the recorder on it.
-
-    Frames are rendered only when something looks at them: the recorder or the learned reward.
-    """
-    pixels = cfg.collect.enabled or reward_transform is not None
-    env = make_env(cfg.env, pixels=pixels, render=_render_options(cfg, reward_transform))
+    """The seeded env PPO collects from and, with ``collect.enabled``, the recorder on it."""
+    pixels, render = _rendering(cfg, reward_transform)
+    env = make_env(cfg.env, pixels=pixels, render=render)
     recorder = None
     if cfg.collect.enabled:
         recorder = make_recorder({**asdict(cfg.collect), "seed": cfg.seed})
@@ -352,8 +352,8 @@ def _make_train_env(
 def _make_rollouts(cfg: PPORunConfig, reward_transform: RewardTransform | None) -> Rollouts:
     """The runner's envs and collector: this process's (``runner=local``) or Ray actors'."""
     if cfg.runner.name == "ray":
-        pixels = cfg.collect.enabled or reward_transform is not None
-        return RayRollouts(cfg, pixels=pixels, render=_render_options(cfg, reward_transform))
+        pixels, render = _rendering(cfg, reward_transform)
+        return RayRollouts(cfg, pixels=pixels, render=render)
     return LocalRollouts(*_make_train_env(cfg, reward_transform))
 
 

@@ -122,6 +122,16 @@ def test_frames_from_episodes_splits_by_episode(frames, tmp_path, caplog):
         frames_from_episodes(tmp_path / "one")
 
 
+def test_frames_from_episodes_spreads_each_side_over_the_episodes_timelines(tmp_path):
+    """More episodes than a side's cap, one frame each: from different points of their
+    episodes, not all first frames (a still arm at reset, on which int8 calibrated nothing)."""
+    steps = torch.arange(8, dtype=torch.uint8).repeat(8)  # 8 episodes, frames show steps 0-7
+    _write_episodes(tmp_path, steps.view(-1, 1, 1, 1).expand(-1, 4, 4, 3).contiguous())
+    sides = frames_from_episodes(tmp_path, max_calibration=4, max_validation=4, held_out=True)
+    for side in sides:  # 4 episodes a side
+        assert len(set(side["pixels"][:, 0, 0, 0].tolist())) == 4
+
+
 def test_frames_from_episodes_skips_a_corrupt_file_and_names_it(frames, tmp_path):
     _write_episodes(tmp_path, frames)
     victim = tmp_path / "failure" / "episode_000003.pkl"

@@ -205,11 +205,16 @@ def export_reward(
     return manifest
 
 
-def _evenly(frames: torch.Tensor, limit: int) -> torch.Tensor:
-    """At most ``limit`` frames, spread evenly over ``frames``."""
-    if frames.shape[0] <= limit:
+_GOLDEN = 0.6180339887498949  # the fractional parts of i * this spread evenly over [0, 1)
+
+
+def _evenly(frames: torch.Tensor, limit: int, phase: float = 0.0) -> torch.Tensor:
+    """At most ``limit`` frames, evenly spaced over ``frames``, the first ``phase`` of a
+    spacing in (``phase`` in ``[0, 1)``)."""
+    count = frames.shape[0]
+    if count <= limit:
         return frames
-    return frames[torch.linspace(0, frames.shape[0] - 1, limit).round().long()]
+    return frames[((torch.arange(limit) + phase) * (count / limit)).long()]
 
 
 def training_views(model: ResNetRewardModel) -> list[int] | None:
@@ -293,7 +298,11 @@ def frames_from_episodes(
         if missing:
             raise ValueError(f"Episode file {path} has no per-frame {missing}.")
         side = side_of[path]
-        frames = _evenly(episode.select(*keys), per_episode[side])
+        # Each episode's picks start at another point of its timeline: with more episodes than
+        # the cap (one frame each), a fixed start would give every episode's first frame, a
+        # still arm at reset, and int8 would calibrate its ranges on that alone.
+        phase = (len(kept[side]) * _GOLDEN) % 1.0
+        frames = _evenly(episode.select(*keys), per_episode[side], phase)
         if views is not None:
             pixels = frames["pixels"]
             recorded = pixels.shape[2] // pixels.shape[1]

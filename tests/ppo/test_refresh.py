@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from tensordict.nn import TensorDictModule
 
 from torchrl_reward.hydra_configs import load_config
 from torchrl_reward.inference.export import export_reward, load_manifest
@@ -64,6 +65,27 @@ def test_a_resumed_run_scores_with_its_latest_finished_refresh(
     assert refresh.checkpoint.endswith("at_200/model.pt")  # what the next refresh fine-tunes
     assert not refresh.due(299)
     assert refresh.due(300)
+
+
+def test_a_refresh_without_both_outcomes_says_what_to_change(tmp_path, model_path):
+    """Real env: a policy that never succeeds records no success in ``max_rounds``; the
+    fine-tune cannot hold one out, so the refresh stops with what to change, not a deep error.
+    (Short of its targets with >= 2 of each outcome, it fine-tunes on what it has.)"""
+    cfg = _config(
+        model_path,
+        "env.image_size=64",
+        "env.max_episode_steps=4",
+        "reward.refresh.at_frames=[10]",
+        "reward.refresh.num_envs=1",
+        "reward.refresh.max_rounds=2",
+    )
+    still = TensorDictModule(
+        lambda obs: torch.zeros(*obs.shape[:-1], 8), in_keys=["observation"], out_keys=["action"]
+    )
+    refresh = RewardRefresh(cfg, tmp_path)
+    with pytest.raises(RuntimeError, match=r"success 0/30, failure 2/90 in 2 rounds.*max_rounds"):
+        refresh.run_due(10, still, RewardTransform(model_path, device="cpu"))
+    assert refresh.due(10)  # not marked done: a resumed run tries again
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import logging
 import os
 import queue
 import re
@@ -43,6 +44,7 @@ _STATE_FORMAT = "{:012d} {:012d} {:012d}\n"
 # atomic_write's temporary files; under the lock any that exist were left by a killed writer.
 _ORPHAN = re.compile(r"^\.episode_\d+\.pkl\..*\.tmp$")
 _LIVE: weakref.WeakSet = weakref.WeakSet()
+logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -400,14 +402,12 @@ def record_until_done(
     max_rounds: int | None = None,
     progress: bool = True,
 ) -> dict[str, int]:
-    """Play rounds of episodes on ``env`` (which carries ``recorder``) until its targets are met.
+    """Play rounds of episodes on ``env`` (which carries ``recorder``) until its targets are met,
+    or ``max_rounds`` rounds are played: then the counts fall short (``recorder.done`` is
+    false, logged) and the caller decides what the episodes recorded are worth.
 
     Each round is one ``max_steps`` rollout of every env with the policy ``next_policy()``
     returns (a policy can depend on what is still missing, e.g. near misses for failures).
-
-    Raises:
-        RuntimeError: ``max_rounds`` rounds did not meet the targets: the policy rarely plays
-            the missing outcome. Recorded episodes stay on disk; a rerun continues.
     """
     counts = recorder.counts
     total = sum(recorder.targets.values())
@@ -417,11 +417,15 @@ def record_until_done(
     ) as bar:
         while not recorder.done:
             if max_rounds is not None and rounds >= max_rounds:
-                raise RuntimeError(
-                    f"{max_rounds} rounds of {env.batch_size.numel()} episodes did not meet the "
-                    f"recording targets ({recorder.progress()} in {recorder.save_dir}): the "
-                    "policy rarely plays the missing outcome; lower its target."
+                logger.warning(
+                    "%d rounds of %d episodes did not meet the recording targets (%s in %s): "
+                    "the policy rarely plays the missing outcome.",
+                    max_rounds,
+                    env.batch_size.numel(),
+                    recorder.progress(),
+                    recorder.save_dir,
                 )
+                break
             env.rollout(max_steps, next_policy(), break_when_any_done=False)
             recorder.flush()
             rounds += 1

@@ -117,7 +117,7 @@ class RefreshConfig:
     target_failure: int = 90
     frames_after_success: int = 50
     num_envs: int | None = None  # envs the refresh records on (None: env.num_envs)
-    max_rounds: int = 100  # rounds of num_envs episodes before a refresh gives up
+    max_rounds: int = 100  # rounds a refresh records at most; short, it fine-tunes on what it has
     # Merged onto configs/train_reward.yaml (its data, save_dir, init_from and model.* are the
     # refresh's own: the model scoring now, fine-tuned). The fine-tune of the hand refreshes.
     train: dict[str, Any] = field(

@@ -171,7 +171,7 @@ class RewardRefresh:
         policy = copy.deepcopy(actor).to(env.device)  # where the env's tensors are
         try:
             with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
-                return record_until_done(
+                counts = record_until_done(
                     env,
                     recorder,
                     lambda: policy,
@@ -182,6 +182,16 @@ class RewardRefresh:
         finally:
             recorder.close()
             env.close()
+        # A weak policy may play too few successes in max_rounds: the fine-tune goes on with
+        # what it has (the next refresh's cumulative targets ask for the rest), as long as it
+        # can hold out episodes of each outcome.
+        if min(counts.values()) < 2:
+            raise RuntimeError(
+                f"The reward refresh recorded {recorder.progress()} in {r.max_rounds} rounds "
+                f"({self.root / 'data'}); fine-tuning needs >= 2 episodes of each outcome. "
+                "Raise reward.refresh.max_rounds or refresh later (reward.refresh.at_frames)."
+            )
+        return counts
 
     def _train_config(self, index: int, folder: Path, transform: RewardTransform) -> Any:
         """``configs/train_reward.yaml`` + ``reward.refresh.train``: the scoring model fine-tuned

@@ -41,6 +41,8 @@ from torchrl_reward.utils import atomic_write
 log = logging.getLogger(__name__)
 REFRESH_DIR = "reward_refresh"
 DONE_FILE = "refresh.json"
+# The fine-tune holds out episodes of each outcome: it needs at least this many of each.
+MIN_EPISODES_PER_OUTCOME = 2
 # The model's architecture keys the fine-tune keeps (train_reward's model.* group).
 _MODEL_KEYS = ("arch", "stages", "image_size", "dropout", "hidden_dim", "head")
 
@@ -69,11 +71,11 @@ class RewardRefresh:
             raise ValueError(
                 f"reward.refresh.at_frames must be increasing positive frame counts, got {at}."
             )
-        if r.target_success < 2 or r.target_failure < 2:
+        if min(r.target_success, r.target_failure) < MIN_EPISODES_PER_OUTCOME:
             raise ValueError(
-                "reward.refresh.target_success and target_failure must be >= 2 (the fine-tune "
-                f"holds out episodes of each outcome), got {r.target_success} and "
-                f"{r.target_failure}."
+                "reward.refresh.target_success and target_failure must be >= "
+                f"{MIN_EPISODES_PER_OUTCOME} (the fine-tune holds out episodes of each outcome), "
+                f"got {r.target_success} and {r.target_failure}."
             )
         self.cfg = cfg
         self.at_frames = at
@@ -185,11 +187,12 @@ class RewardRefresh:
         # A weak policy may play too few successes in max_rounds: the fine-tune goes on with
         # what it has (the next refresh's cumulative targets ask for the rest), as long as it
         # can hold out episodes of each outcome.
-        if min(counts.values()) < 2:
+        if min(counts.values()) < MIN_EPISODES_PER_OUTCOME:
             raise RuntimeError(
                 f"The reward refresh recorded {recorder.progress()} in {r.max_rounds} rounds "
-                f"({self.root / 'data'}); fine-tuning needs >= 2 episodes of each outcome. "
-                "Raise reward.refresh.max_rounds or refresh later (reward.refresh.at_frames)."
+                f"({self.root / 'data'}); fine-tuning needs >= {MIN_EPISODES_PER_OUTCOME} "
+                "episodes of each outcome. Raise reward.refresh.max_rounds or refresh later "
+                "(reward.refresh.at_frames)."
             )
         return counts
 

@@ -34,15 +34,13 @@ from torchrl_reward.inference.export import export_checkpoint
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.ppo.config import PPORunConfig
 from torchrl_reward.ppo.envs import make_env
-from torchrl_reward.training import train_reward_model
+from torchrl_reward.training import MIN_EPISODES_PER_OUTCOME, train_reward_model
 from torchrl_reward.transforms import RewardTransform
 from torchrl_reward.utils import atomic_write
 
 log = logging.getLogger(__name__)
 REFRESH_DIR = "reward_refresh"
 DONE_FILE = "refresh.json"
-# The fine-tune holds out episodes of each outcome: it needs at least this many of each.
-MIN_EPISODES_PER_OUTCOME = 2
 # The model's architecture keys the fine-tune keeps (train_reward's model.* group).
 _MODEL_KEYS = ("arch", "stages", "image_size", "dropout", "hidden_dim", "head")
 

@@ -3,6 +3,7 @@
 from torchrl_reward.training.cache import FrameCache, build_frame_cache
 from torchrl_reward.training.config import TrainConfig, make_config
 from torchrl_reward.training.dataset import (
+    MIN_EPISODES_PER_OUTCOME,
     FrameAugment,
     FrameBatches,
     balanced_indices,
@@ -20,6 +21,7 @@ from torchrl_reward.training.reward_trainer import (
 )
 
 __all__ = [
+    "MIN_EPISODES_PER_OUTCOME",
     "FrameAugment",
     "FrameBatches",
     "FrameCache",

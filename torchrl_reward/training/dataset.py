@@ -16,6 +16,9 @@ from torchrl_reward.models.resnet import split_views, tile_views
 from torchrl_reward.training.cache import FrameCache
 from torchrl_reward.training.config import FRAME_LABELS
 
+# Episodes of each outcome the split needs to hold one out for validation and train on the rest.
+MIN_EPISODES_PER_OUTCOME = 2
+
 
 def split_episodes(
     episode_success: torch.Tensor, val_fraction: float = 0.2, seed: int = 0
@@ -34,7 +37,7 @@ def split_episodes(
         ids = (episode_success == outcome).nonzero().squeeze(-1)
         ids = ids[torch.randperm(ids.numel(), generator=generator)]
         n = ids.numel()
-        n_val = min(max(round(val_fraction * n), 1), n - 1) if n >= 2 else 0
+        n_val = min(max(round(val_fraction * n), 1), n - 1) if n >= MIN_EPISODES_PER_OUTCOME else 0
         val.append(ids[:n_val])
         train.append(ids[n_val:])
     return torch.cat(train).sort().values, torch.cat(val).sort().values

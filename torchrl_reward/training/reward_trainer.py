@@ -28,6 +28,7 @@ from torchrl_reward.models.resnet import and_logit, split_views, tile_views
 from torchrl_reward.training.cache import FLAG_KEYS, FrameCache, build_frame_cache
 from torchrl_reward.training.config import TrainConfig, make_config
 from torchrl_reward.training.dataset import (
+    MIN_EPISODES_PER_OUTCOME,
     FrameAugment,
     FrameBatches,
     balanced_indices,
@@ -238,8 +239,8 @@ def _check_data(
         if labels.numel() == 0 or labels.all() or not labels.any():
             raise ValueError(
                 f"The {side} episodes lack success or failure frames ({n_success_eps} success "
-                f"and {len(cache.files) - n_success_eps} failure episodes); record at least 2 "
-                "episodes of each outcome."
+                f"and {len(cache.files) - n_success_eps} failure episodes); record at least "
+                f"{MIN_EPISODES_PER_OUTCOME} episodes of each outcome."
             )
 
 

@@ -204,6 +204,24 @@ def test_seeding_is_reproducible():
     torch.testing.assert_close(rollout(), rollout())
 
 
+def test_seed_fixes_every_episode_whatever_else_draws_from_torch():
+    # PickCube draws its cube and goal with torch.rand: an unseeded reset must not read the
+    # global RNG the policy and PPO also draw from (evaluations were not a fixed episode set).
+    def first_states(draws: int) -> torch.Tensor:
+        env = ManiSkillEnv("PickCube-v1", max_episode_steps=10)
+        env.set_seed(7)
+        states = []
+        for _ in range(3):
+            states.append(env.reset()["observation"])
+            torch.rand(draws)
+        env.close()
+        return torch.stack(states)
+
+    states = first_states(draws=1)
+    torch.testing.assert_close(states, first_states(draws=1000))
+    assert not torch.equal(states[0], states[1]) and not torch.equal(states[1], states[2])
+
+
 def test_partial_reset_resets_only_masked_envs():
     env = ParallelEnv(2, partial(ManiSkillEnv, "PickCube-v1", max_episode_steps=10))
     try:

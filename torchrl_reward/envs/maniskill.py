@@ -378,7 +378,8 @@ class ManiSkillWrapper(EnvBase):
         return td
 
     def _set_seed(self, seed: int | None) -> None:
-        # ManiSkill seeds its episode RNG on the next reset; later resets continue that stream.
+        # ManiSkill seeds its main RNG on the next reset; a single env's later episodes follow
+        # from it (enhanced_determinism), a batch's from torch's global RNG.
         self._seed = seed
 
     def close(self, *, raise_if_closed: bool = True) -> None:
@@ -526,6 +527,12 @@ class ManiSkillEnv(ManiSkillWrapper):
             max_episode_steps=max_episode_steps,
             sim_backend="physx_cuda" if sim_backend == "gpu" else "physx_cpu",
             render_backend="sapien_cuda" if render_backend == "gpu" else "sapien_cpu",
+            # Unseeded resets otherwise draw the episode (PickCube's cube and goal) from torch's
+            # global RNG, which the policy and PPO also consume: set_seed would fix only the
+            # first episode. With this, each reset seeds its episode from ManiSkill's own
+            # stream. Single env only: ManiSkill seeds a partial reset of a batch with env 0's
+            # episode seed, which would repeat the other envs' episodes.
+            enhanced_determinism=num_envs == 1,
         )
         if pixels:
             kwargs["render_mode"] = "rgb_array"

@@ -431,7 +431,12 @@ def _initialise(cfg: PPORunConfig, learner: _Learner, reward_name: str) -> _Star
         )
         return _Start(_Progress(collected, iteration, collected + total))
     if cfg.runner.init_from:
-        log.info("New run from %s (%s reward)", cfg.runner.init_from, state.get("reward"))
+        log.info(
+            "New run on the %s reward from %s (trained on the %s reward)",
+            reward_name,
+            cfg.runner.init_from,
+            state.get("reward"),
+        )
         return _Start(_Progress(0, 0, total))
     if cfg.warmstart.enabled:
         demo_env = make_env(cfg.env, num_envs=1)

@@ -7,9 +7,10 @@ import torch
 from tensordict import TensorDict
 from torchrl.data import Bounded, Composite, Unbounded
 
+from torchrl_reward.envs import ManiSkillEnv
 from torchrl_reward.hydra_configs import load_config
 from torchrl_reward.models import ResNetRewardModel
-from torchrl_reward.ppo import RenderOptions, make_ppo_config, train_ppo
+from torchrl_reward.ppo import RenderOptions, make_ppo_config, make_ppo_models, train_ppo
 from torchrl_reward.ppo.checkpoint import checkpoint_path, save_checkpoint
 from torchrl_reward.ppo.trainer import (
     _checkpoint_state,
@@ -19,6 +20,7 @@ from torchrl_reward.ppo.trainer import (
     _Progress,
     _rendering,
     _reward_name,
+    evaluate,
     make_reward_transform,
 )
 
@@ -326,3 +328,16 @@ def test_reward_config_passes_backend_options(tmp_path):
         ]
     )
     assert make_reward_transform(cfg.reward).backend.name == "torch-bfloat16"
+
+
+def test_seeded_evaluations_replay_the_same_episodes():
+    env = ManiSkillEnv("PickCube-v1", max_episode_steps=10)
+    try:
+        torch.manual_seed(0)
+        actor, _ = make_ppo_models(42, env.action_spec_unbatched, [32, 32])
+        first = evaluate(actor, env, 2, seed=5)
+        torch.rand(100)  # what PPO draws between evaluations must not change their episodes
+        assert evaluate(actor, env, 2, seed=5) == first
+        assert evaluate(actor, env, 2, seed=6) != first
+    finally:
+        env.close()

@@ -185,8 +185,7 @@ def _success_rate(ppo_cfg: PPORunConfig, checkpoint: str | None, episodes: int) 
         if checkpoint:
             state = load_checkpoint(checkpoint, expect={"obs_dim": obs_dim})
             actor.load_state_dict(state["actor"])
-        env.set_seed(ppo_cfg.seed + 10_000)
-        return evaluate(actor, env, episodes)["eval/success_once"]
+        return evaluate(actor, env, episodes, seed=ppo_cfg.seed + 10_000)["eval/success_once"]
     finally:
         env.close()
 

@@ -77,6 +77,7 @@ class EvalConfig:
 
     interval: int = 10  # iterations between evaluations (0: off)
     num_episodes: int = 4
+    seed: int | None = 1234  # every evaluation plays the same episodes; None: new ones each time
 
 
 @dataclass

@@ -57,8 +57,16 @@ def _pop_times() -> dict[str, float]:
     return {f"time/{k}": totals[k] for k in _PHASES if totals.get(k, 0.0) > 0.0}
 
 
-def evaluate(actor: torch.nn.Module, env: EnvBase, num_episodes: int) -> dict[str, float]:
-    """Deterministic-policy episodes on a separate env: success rates and return."""
+def evaluate(
+    actor: torch.nn.Module, env: EnvBase, num_episodes: int, seed: int | None = None
+) -> dict[str, float]:
+    """Deterministic-policy episodes on a separate env: success rates and return.
+
+    With ``seed`` the env is seeded first, so every call plays the same episodes (evaluation
+    points and runs then differ by their policies only); without it the env's episodes go on.
+    """
+    if seed is not None:
+        env.set_seed(seed)
     once, at_end, returns = [], [], []
     with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
         for _ in range(num_episodes):
@@ -264,7 +272,9 @@ def _train_ppo(cfg: PPORunConfig, run_dir: Path) -> dict[str, float]:
                 rollouts.publish_weights()
             if eval_env is not None and progress.iteration % cfg.eval.interval == 0:
                 with timeit("eval"):
-                    metrics.update(evaluate(learner.actor, eval_env, cfg.eval.num_episodes))
+                    metrics.update(
+                        evaluate(learner.actor, eval_env, cfg.eval.num_episodes, cfg.eval.seed)
+                    )
             metrics.update(_time_metrics(data.numel(), start.elapsed + run_timer.elapsed()))
             if recorder is not None:
                 metrics.update({f"collect/{k}": float(v) for k, v in recorder.counts.items()})

@@ -15,7 +15,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 
 # PickCube-v1 state observation layout (obs_mode="state", 42 values).
-_IS_GRASPED = 18
+IS_GRASPED = 18
 _TCP_POS = slice(19, 22)
 GOAL_POS = slice(26, 29)
 CUBE_POS = slice(29, 32)
@@ -77,7 +77,7 @@ class ScriptedPickPolicy(TensorDictModuleBase):
             )
         tcp, cube = obs[..., _TCP_POS], obs[..., CUBE_POS]
         goal = obs[..., GOAL_POS] + obs.new_tensor(self.goal_offset)
-        grasped = obs[..., _IS_GRASPED : _IS_GRASPED + 1] > 0.5
+        grasped = obs[..., IS_GRASPED : IS_GRASPED + 1] > 0.5
 
         to_cube = cube - tcp
         aligned = to_cube[..., :2].norm(dim=-1, keepdim=True) < 0.01

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -57,24 +58,34 @@ def _pop_times() -> dict[str, float]:
     return {f"time/{k}": totals[k] for k in _PHASES if totals.get(k, 0.0) > 0.0}
 
 
-def evaluate(
+def deterministic_episodes(
     actor: torch.nn.Module, env: EnvBase, num_episodes: int, seed: int | None = None
-) -> dict[str, float]:
-    """Deterministic-policy episodes on a separate env: success rates and return.
+) -> Iterator[TensorDictBase]:
+    """Yield ``num_episodes`` rollouts of the deterministic policy, each to its first done.
 
     With ``seed`` the env is seeded first, so every call plays the same episodes (evaluation
     points and runs then differ by their policies only); without it the env's episodes go on.
     """
     if seed is not None:
         env.set_seed(seed)
-    once, at_end, returns = [], [], []
-    with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
-        for _ in range(num_episodes):
+    for _ in range(num_episodes):
+        # Per episode: a context held across a yield would leak into the caller's code.
+        with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
             rollout = env.rollout(10_000, actor, break_when_any_done=True)
-            success = rollout["next", "success"].reshape(rollout.shape[0], -1)
-            once.append(success.any(-1).float())
-            at_end.append(success[:, -1].float())
-            returns.append(rollout["next", "reward"].reshape(rollout.shape[0], -1).sum(-1))
+        yield rollout
+
+
+def evaluate(
+    actor: torch.nn.Module, env: EnvBase, num_episodes: int, seed: int | None = None
+) -> dict[str, float]:
+    """Deterministic-policy episodes on a separate env (:func:`deterministic_episodes`):
+    success rates and return."""
+    once, at_end, returns = [], [], []
+    for rollout in deterministic_episodes(actor, env, num_episodes, seed):
+        success = rollout["next", "success"].reshape(rollout.shape[0], -1)
+        once.append(success.any(-1).float())
+        at_end.append(success[:, -1].float())
+        returns.append(rollout["next", "reward"].reshape(rollout.shape[0], -1).sum(-1))
     return {
         "eval/success_once": torch.cat(once).mean().item(),
         "eval/success_at_end": torch.cat(at_end).mean().item(),

@@ -20,9 +20,16 @@ _TCP_POS = slice(19, 22)
 GOAL_POS = slice(26, 29)
 CUBE_POS = slice(29, 32)
 OBS_DIM = 42
+PLACED_DISTANCE = 0.025  # metres: PickCube's is_obj_placed
+NEAR_MISS_DISTANCE = 0.05  # metres: a cube left closer than this (not placed) is a near miss
 CONTROL_MODE = "pd_ee_delta_pos"  # the action space the controller writes
 # pd_ee_delta_pos maps an action of 1.0 to a 0.1 m end-effector translation.
 _METRES_PER_ACTION = 0.1
+
+
+def cube_goal_distance(obs: torch.Tensor) -> torch.Tensor:
+    """Cube-to-goal distance (metres) of PickCube-v1 state observations ``[*B, 42]`` -> ``[*B]``."""
+    return (obs[..., CUBE_POS] - obs[..., GOAL_POS]).norm(dim=-1)
 
 
 class ScriptedPickPolicy(TensorDictModuleBase):

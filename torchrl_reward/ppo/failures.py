@@ -18,13 +18,16 @@ import torch
 from torchrl.envs import EnvBase
 
 from torchrl_reward.envs import ManiSkillEnv
-from torchrl_reward.envs.scripted import CUBE_POS, GOAL_POS, IS_GRASPED, OBS_DIM
+from torchrl_reward.envs.scripted import (
+    IS_GRASPED,
+    NEAR_MISS_DISTANCE,
+    OBS_DIM,
+    PLACED_DISTANCE,
+    cube_goal_distance,
+)
 from torchrl_reward.ppo.checkpoint import load_checkpoint
 from torchrl_reward.ppo.models import make_ppo_models
 from torchrl_reward.ppo.trainer import deterministic_episodes
-
-PLACED = 0.025  # metres: PickCube's is_obj_placed
-NEAR_MISS = 0.05  # metres: a failure ending closer than this is a near miss
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ def episode_ends(
         ends.append(
             EpisodeEnd(
                 success=bool(rollout["next", "success"].any()),
-                distance=float((last[CUBE_POS] - last[GOAL_POS]).norm()),
+                distance=float(cube_goal_distance(last)),
                 grasped=bool(last[IS_GRASPED] > 0.5),
             )
         )
@@ -62,7 +65,7 @@ def episode_ends(
 @dataclass(frozen=True)
 class FailureModes:
     """Success and failures by where they end: placed (the arm never still), near miss
-    (``PLACED``-``NEAR_MISS`` off), farther with the cube grasped, farther without it."""
+    (``PLACED_DISTANCE``-``NEAR_MISS_DISTANCE`` off), farther with the cube grasped or not."""
 
     episodes: int
     success: int
@@ -75,12 +78,12 @@ class FailureModes:
     @classmethod
     def of(cls, ends: Sequence[EpisodeEnd]) -> FailureModes:
         failed = [e for e in ends if not e.success]
-        near = [e.distance for e in failed if PLACED <= e.distance < NEAR_MISS]
-        far = [e for e in failed if e.distance >= NEAR_MISS]
+        near = [e.distance for e in failed if PLACED_DISTANCE <= e.distance < NEAR_MISS_DISTANCE]
+        far = [e for e in failed if e.distance >= NEAR_MISS_DISTANCE]
         return cls(
             episodes=len(ends),
             success=len(ends) - len(failed),
-            placed=sum(e.distance < PLACED for e in failed),
+            placed=sum(e.distance < PLACED_DISTANCE for e in failed),
             near_miss=len(near),
             far_grasped=sum(e.grasped for e in far),
             far_not_grasped=sum(not e.grasped for e in far),

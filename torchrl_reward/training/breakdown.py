@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from torchrl_reward.data import load_episode
-from torchrl_reward.envs.scripted import CUBE_POS, GOAL_POS
+from torchrl_reward.envs.scripted import NEAR_MISS_DISTANCE, cube_goal_distance
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.models.resnet import and_logit
 from torchrl_reward.training.cache import FrameCache
@@ -28,13 +28,12 @@ from torchrl_reward.training.reward_trainer import predict_frames
 from torchrl_reward.transforms.reward import OUTPUTS
 
 # Cube-to-goal distances (metres) that bound the not-placed groups; PickCube's placed is 2.5 cm.
-DISTANCE_EDGES = (0.05, 0.10)
+DISTANCE_EDGES = (NEAR_MISS_DISTANCE, 0.10)
 
 
 def cube_to_goal(path: str | os.PathLike) -> torch.Tensor:
     """Per-frame cube-to-goal distance (metres) from an episode file's recorded states."""
-    states = load_episode(path)["observation"]
-    return (states[:, CUBE_POS] - states[:, GOAL_POS]).norm(dim=-1)
+    return cube_goal_distance(load_episode(path)["observation"])
 
 
 @torch.no_grad()

@@ -29,7 +29,7 @@ from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.pipeline.collect import collect_scripted
 from torchrl_reward.pipeline.report import write_report
 from torchrl_reward.ppo import evaluate, make_env, make_ppo_config, make_ppo_models, train_ppo
-from torchrl_reward.ppo.checkpoint import checkpoint_path, load_checkpoint
+from torchrl_reward.ppo.checkpoint import checkpoint_path, load_actor, load_checkpoint
 from torchrl_reward.ppo.config import EnvConfig, PPORunConfig
 from torchrl_reward.training import train_reward_model
 from torchrl_reward.utils import atomic_write
@@ -181,10 +181,10 @@ def _success_rate(ppo_cfg: PPORunConfig, checkpoint: str | None, episodes: int) 
     try:
         torch.manual_seed(ppo_cfg.seed)
         obs_dim = env.observation_spec["observation"].shape[-1]
-        actor, _ = make_ppo_models(obs_dim, env.action_spec_unbatched, ppo_cfg.ppo.hidden_sizes)
         if checkpoint:
-            state = load_checkpoint(checkpoint, expect={"obs_dim": obs_dim})
-            actor.load_state_dict(state["actor"])
+            actor = load_actor(checkpoint, env.action_spec_unbatched, expect={"obs_dim": obs_dim})
+        else:
+            actor, _ = make_ppo_models(obs_dim, env.action_spec_unbatched, ppo_cfg.ppo.hidden_sizes)
         return evaluate(actor, env, episodes, seed=ppo_cfg.seed + 10_000)["eval/success_once"]
     finally:
         env.close()

@@ -6,8 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torchrl.data import TensorSpec
+from torchrl.modules import ProbabilisticActor
 
 from torchrl_reward.hydra_configs import REPO_ROOT
+from torchrl_reward.ppo.models import make_ppo_models
 from torchrl_reward.utils import atomic_write
 
 CHECKPOINT_NAME = "ppo_last.pt"
@@ -59,3 +62,15 @@ def load_checkpoint(resume: str | Path, *, expect: dict[str, Any]) -> dict[str, 
                 f"{key}={value!r}; resume with the env/model settings it was trained with."
             )
     return state
+
+
+def load_actor(
+    path: str | Path, action_spec: TensorSpec, *, expect: dict[str, Any] | None = None
+) -> ProbabilisticActor:
+    """The policy of a ``scripts/ppo.py`` checkpoint (or run folder), rebuilt with the
+    observation size and hidden sizes the checkpoint records (``expect`` as for
+    :func:`load_checkpoint`)."""
+    state = load_checkpoint(path, expect=expect or {})
+    actor, _ = make_ppo_models(state["obs_dim"], action_spec, state["hidden_sizes"])
+    actor.load_state_dict(state["actor"])
+    return actor

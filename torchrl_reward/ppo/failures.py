@@ -25,8 +25,7 @@ from torchrl_reward.envs.scripted import (
     PLACED_DISTANCE,
     cube_goal_distance,
 )
-from torchrl_reward.ppo.checkpoint import load_checkpoint
-from torchrl_reward.ppo.models import make_ppo_models
+from torchrl_reward.ppo.checkpoint import load_actor, load_checkpoint
 from torchrl_reward.ppo.trainer import deterministic_episodes
 
 
@@ -104,10 +103,7 @@ def checkpoint_failure_modes(
         state["env_id"], control_mode=state["control_mode"], max_episode_steps=max_episode_steps
     )
     try:
-        actor, _ = make_ppo_models(
-            state["obs_dim"], env.action_spec_unbatched, state["hidden_sizes"]
-        )
-        actor.load_state_dict(state["actor"])
+        actor = load_actor(path, env.action_spec_unbatched)
         return FailureModes.of(episode_ends(actor, env, num_episodes, seed))
     finally:
         env.close()

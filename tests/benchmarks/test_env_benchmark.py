@@ -12,7 +12,7 @@ import torch
 from torchrl.envs import ParallelEnv, SerialEnv
 
 from torchrl_reward.envs import ManiSkillEnv
-from torchrl_reward.ppo.checkpoint import load_actor
+from torchrl_reward.ppo.checkpoint import actor_from_state
 
 STEPS = 50
 WEAK_POLICY = "checkpoints/ppo_pickcube_weak_bc.pt"  # init=weak_bc: where learned-reward PPO starts
@@ -60,7 +60,7 @@ def test_static_gate_steps_per_second(benchmark, max_joint_speed):
         render_max_joint_speed=max_joint_speed,
         max_episode_steps=STEPS,
     )
-    actor = load_actor(WEAK_POLICY, env.action_spec_unbatched)
+    actor = actor_from_state(state, env.action_spec_unbatched)
     seeds = iter(range(100))
 
     def rollout():

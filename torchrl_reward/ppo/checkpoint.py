@@ -67,10 +67,14 @@ def load_checkpoint(resume: str | Path, *, expect: dict[str, Any]) -> dict[str, 
 def load_actor(
     path: str | Path, action_spec: TensorSpec, *, expect: dict[str, Any] | None = None
 ) -> ProbabilisticActor:
-    """The policy of a ``scripts/ppo.py`` checkpoint (or run folder), rebuilt with the
-    observation size and hidden sizes the checkpoint records (``expect`` as for
+    """The policy of a ``scripts/ppo.py`` checkpoint (or run folder) (``expect`` as for
     :func:`load_checkpoint`)."""
-    state = load_checkpoint(path, expect=expect or {})
+    return actor_from_state(load_checkpoint(path, expect=expect or {}), action_spec)
+
+
+def actor_from_state(state: dict[str, Any], action_spec: TensorSpec) -> ProbabilisticActor:
+    """The policy of a loaded PPO checkpoint, rebuilt with the observation size and hidden
+    sizes it records (for callers that read the checkpoint's env settings first)."""
     actor, _ = make_ppo_models(state["obs_dim"], action_spec, state["hidden_sizes"])
     actor.load_state_dict(state["actor"])
     return actor

@@ -25,7 +25,7 @@ from torchrl_reward.envs.scripted import (
     PLACED_DISTANCE,
     cube_goal_distance,
 )
-from torchrl_reward.ppo.checkpoint import load_actor, load_checkpoint
+from torchrl_reward.ppo.checkpoint import actor_from_state, load_checkpoint
 from torchrl_reward.ppo.trainer import deterministic_episodes
 
 
@@ -103,7 +103,7 @@ def checkpoint_failure_modes(
         state["env_id"], control_mode=state["control_mode"], max_episode_steps=max_episode_steps
     )
     try:
-        actor = load_actor(path, env.action_spec_unbatched)
+        actor = actor_from_state(state, env.action_spec_unbatched)
         return FailureModes.of(episode_ends(actor, env, num_episodes, seed))
     finally:
         env.close()

@@ -29,7 +29,8 @@ from torchrl_reward.training import (
     roc_auc,
     split_episodes,
 )
-from torchrl_reward.training.breakdown import cube_to_goal, predict_factors
+from torchrl_reward.training.breakdown import predict_factors
+from torchrl_reward.training.cache import DISTANCE_KEY
 
 
 def _at_fpr(
@@ -74,10 +75,7 @@ def main(cfg: DictConfig) -> None:
     _, val_eps = split_episodes(cache.episode_success, trained["val_fraction"], trained["seed"])
     frames = frames_of(cache, val_eps)
     labels = frame_labels(cache, trained["frame_label"])[frames]
-    # Frames are cached episode by episode in order, so this matches frames_of's order.
-    distance = torch.cat(
-        [cube_to_goal(Path(trained["data_path"]) / cache.files[e]) for e in val_eps.tolist()]
-    )
+    distance = cache.extra(DISTANCE_KEY)[frames]
     static = cache.extra("is_robot_static")[frames].float()
     target_fpr = model.checkpoint_metadata.get("target_fpr", 0.01)
     result = {

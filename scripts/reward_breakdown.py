@@ -30,7 +30,6 @@ def main(cfg: DictConfig) -> None:
     breakdown = reward_breakdown(
         model,
         cache,
-        cfg.episodes_dir,
         output=cfg.output,
         threshold=cfg.threshold,
         views=training_views(model),

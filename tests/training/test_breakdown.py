@@ -4,12 +4,10 @@ simulator's truth, the reward summed as the transform pays it, per episode too."
 import pytest
 import torch
 
-from torchrl_reward.data import list_episode_files, load_episode
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.training import build_frame_cache
 from torchrl_reward.training.breakdown import (
     DISTANCE_EDGES,
-    cube_to_goal,
     predict_factors,
     reward_breakdown,
 )
@@ -29,7 +27,7 @@ def _factored(placed_logit: float, static_logit: float, threshold: float) -> Res
 def test_groups_partition_frames_by_the_truth(reward_dataset):
     cache = build_frame_cache(reward_dataset)
     model = _factored(2.0, -1.0, threshold=0.5)
-    breakdown = reward_breakdown(model, cache, reward_dataset)
+    breakdown = reward_breakdown(model, cache)
     groups = {g.name: g for g in breakdown.groups}
     assert sum(g.frames for g in groups.values()) == len(cache)
     assert sum(g.share for g in groups.values()) == pytest.approx(1.0)
@@ -59,15 +57,13 @@ def test_groups_partition_frames_by_the_truth(reward_dataset):
 
 def test_binary_pays_frames_at_or_above_the_threshold(reward_dataset):
     cache = build_frame_cache(reward_dataset)
-    paid = reward_breakdown(
-        _factored(3.0, 3.0, threshold=0.8), cache, reward_dataset, output="binary"
-    )
+    paid = reward_breakdown(_factored(3.0, 3.0, threshold=0.8), cache, output="binary")
     assert all(g.mean_reward == 1.0 and g.above_threshold == g.frames for g in paid.groups)
     assert paid.failure_episodes_paid == paid.failure_episodes
     # Every frame called a success: all recalled, all negatives false; episodes at chance.
     assert (paid.frame_recall, paid.frame_fpr, paid.episode_balanced_accuracy) == (1.0, 1.0, 0.5)
     unpaid = reward_breakdown(
-        _factored(3.0, 3.0, threshold=0.8), cache, reward_dataset, output="binary", threshold=0.95
+        _factored(3.0, 3.0, threshold=0.8), cache, output="binary", threshold=0.95
     )
     assert all(g.mean_reward == 0.0 and g.above_threshold == 0 for g in unpaid.groups)
     assert unpaid.failure_episodes_paid == 0
@@ -78,22 +74,18 @@ def test_binary_pays_frames_at_or_above_the_threshold(reward_dataset):
     )
 
 
-def test_predict_factors_and_distance_follow_the_recording(reward_dataset):
+def test_predict_factors_follow_the_recording(reward_dataset):
     cache = build_frame_cache(reward_dataset)
     frames = torch.arange(len(cache))
     placed, static = predict_factors(_factored(0.0, 1.0, 0.5), cache, frames, views=None)
     assert placed.shape == static.shape == (len(cache),)
     assert torch.allclose(placed, torch.full_like(placed, 0.5))
-    path = list_episode_files(reward_dataset)[0]
-    distance = cube_to_goal(path)
-    assert distance.shape == (load_episode(path).shape[0],)
-    assert bool((distance >= 0).all())
 
 
 def test_bad_output_and_joint_factors_are_named(reward_dataset):
     cache = build_frame_cache(reward_dataset)
     with pytest.raises(ValueError, match="output must be one of"):
-        reward_breakdown(_factored(0.0, 0.0, 0.5), cache, reward_dataset, output="logit")
+        reward_breakdown(_factored(0.0, 0.0, 0.5), cache, output="logit")
     joint = ResNetRewardModel(image_size=64).eval()
     with pytest.raises(ValueError, match="head='factored'"):
         predict_factors(joint, cache, torch.arange(4), views=None)

@@ -9,6 +9,7 @@ import torch
 from tensordict import TensorDict
 
 from torchrl_reward.data import list_episode_files, load_episode, write_episode
+from torchrl_reward.envs.scripted import cube_goal_distance
 from torchrl_reward.training import build_frame_cache
 
 # The tests marked slow record episodes with the simulator (the reward_dataset fixture).
@@ -35,6 +36,8 @@ def test_cache_holds_every_frame_and_label(dataset_copy):
         assert torch.equal(cache.labels[mask], episode["success"])
         assert torch.equal(cache.steps[mask], torch.arange(episode.shape[0]))
         assert bool(cache.episode_success[i]) == bool(episode["success"].any())
+        distance = cube_goal_distance(episode["observation"])
+        torch.testing.assert_close(cache.extra("cube_goal_distance")[mask], distance)
 
 
 @pytest.mark.slow

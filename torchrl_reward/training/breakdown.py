@@ -11,17 +11,14 @@ admits more false positives on another's). The simulator's state is read only to
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
-from torchrl_reward.data import load_episode
-from torchrl_reward.envs.scripted import NEAR_MISS_DISTANCE, cube_goal_distance
+from torchrl_reward.envs.scripted import NEAR_MISS_DISTANCE
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.models.resnet import and_logit
-from torchrl_reward.training.cache import FrameCache
+from torchrl_reward.training.cache import DISTANCE_KEY, FrameCache
 from torchrl_reward.training.dataset import proprio_inputs, recorded_views, select_views
 from torchrl_reward.training.metrics import binary_metrics, confusion_metrics, roc_auc
 from torchrl_reward.training.reward_trainer import predict_frames
@@ -29,11 +26,6 @@ from torchrl_reward.transforms.reward import OUTPUTS
 
 # Cube-to-goal distances (metres) that bound the not-placed groups; PickCube's placed is 2.5 cm.
 DISTANCE_EDGES = (NEAR_MISS_DISTANCE, 0.10)
-
-
-def cube_to_goal(path: str | os.PathLike) -> torch.Tensor:
-    """Per-frame cube-to-goal distance (metres) from an episode file's recorded states."""
-    return cube_goal_distance(load_episode(path)["observation"])
 
 
 @torch.no_grad()
@@ -167,7 +159,6 @@ def _groups(placed: torch.Tensor, success: torch.Tensor, distance: torch.Tensor)
 def reward_breakdown(
     model: ResNetRewardModel,
     cache: FrameCache,
-    data_path: str | os.PathLike,
     *,
     output: str = "soft",
     threshold: float | None = None,
@@ -179,9 +170,8 @@ def reward_breakdown(
 
     Args:
         model (ResNetRewardModel): the reward model.
-        cache (FrameCache): the recorded episodes (:func:`build_frame_cache` of ``data_path``);
-            they need the recorder's ``is_obj_placed``, ``is_robot_static`` and states.
-        data_path (str or path): the recording root, to read each episode's cube-goal distance.
+        cache (FrameCache): the recorded episodes (:func:`build_frame_cache`); they need the
+            recorder's ``is_obj_placed``, ``is_robot_static`` and PickCube states.
         output (str, optional): ``"soft"`` pays P(success), ``"binary"`` P >= threshold, as the
             transform's ``output``. Defaults to ``"soft"``.
         threshold (float, optional): the decision threshold. Defaults to the model's.
@@ -205,8 +195,7 @@ def reward_breakdown(
         )
     paid = probs >= threshold
     reward = paid.float() if output == "binary" else probs
-    # Frames are cached episode by episode in file order.
-    distance = torch.cat([cube_to_goal(Path(data_path) / name) for name in cache.files])
+    distance = cache.extra(DISTANCE_KEY)
     placed = cache.extra("is_obj_placed")
     groups = _groups(placed, cache.labels, distance)
     total = float(reward.sum()) or 1.0

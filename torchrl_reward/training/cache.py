@@ -16,16 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tensordict import MemoryMappedTensor
+from tensordict import MemoryMappedTensor, TensorDictBase
 
 from torchrl_reward.data import list_episode_files
 from torchrl_reward.data.episode_io import PROPRIO_KEYS, iter_episodes
+from torchrl_reward.envs.scripted import OBS_DIM, cube_goal_distance
 from torchrl_reward.utils import atomic_write
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 # Per-frame flags kept beside the pixels, with the robot state (PROPRIO_KEYS), when every
 # episode file has them.
 FLAG_KEYS = ("is_obj_placed", "is_robot_static")
+# Per-frame cube-to-goal distance (metres), read from PickCube's state observation: a training
+# label (what the image shows), never a model input.
+DISTANCE_KEY = "cube_goal_distance"
 # Not TensorDict.memmap_/load_memmap: gathers read the same MemoryMappedTensor (within 5% on
 # 20k 128 px frames, B=32/256), but it needs the frame count before the first write, so the
 # whole dataset in RAM (3.0-4.1 s build vs 0.8-2.3 s here) or a second pass over the episodes.
@@ -48,8 +52,9 @@ class FrameCache:
         skipped (list of str): episode files that could not be read (corrupt, truncated).
         fingerprint (str): hash of the episode files it was built from.
         extras (dict of str to Tensor): per-frame ``is_obj_placed`` / ``is_robot_static``
-            (bool ``[F]``) and ``qpos`` / ``qvel`` (float32 ``[F, dof]``), each kept only when
-            every episode file has it.
+            (bool ``[F]``), ``cube_goal_distance`` (float32 ``[F]``, metres, from a PickCube
+            state ``observation``) and ``qpos`` / ``qvel`` (float32 ``[F, dof]``), each kept
+            only when every episode file has it.
         lacking (dict of str to str): for each of those keys that is not kept, the first
             episode file without it (RLinf's own files have none of them).
     """
@@ -125,7 +130,8 @@ def _write(data_path: Path, files: list[Path], build_dir: Path, fingerprint: str
     Unreadable files are skipped (and named in a warning) by :func:`iter_episodes`.
     """
     labels, episodes, steps, kept, episode_success = [], [], [], [], []
-    extras: dict[str, list[torch.Tensor]] = {key: [] for key in (*FLAG_KEYS, *PROPRIO_KEYS)}
+    keys = (*FLAG_KEYS, DISTANCE_KEY, *PROPRIO_KEYS)
+    extras: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
     lacking: dict[str, str] = {}
     frame_shape: tuple[int, ...] | None = None
     first_file = None
@@ -150,11 +156,12 @@ def _write(data_path: Path, files: list[Path], build_dir: Path, fingerprint: str
             for key, values in extras.items():
                 if key in lacking:
                     continue
-                if key not in episode:
+                value = _extra(episode, key)
+                if value is None:
                     lacking[key] = rel
                     values.clear()
                 else:
-                    values.append(episode.get(key))
+                    values.append(value)
         out.flush()
         os.fsync(out.fileno())
     read = set(kept)
@@ -172,7 +179,7 @@ def _write(data_path: Path, files: list[Path], build_dir: Path, fingerprint: str
         "skipped": skipped,
         "extras": {
             key: torch.cat(values).reshape(labels_t.numel(), -1).squeeze(-1)
-            if key in FLAG_KEYS
+            if key in (*FLAG_KEYS, DISTANCE_KEY)
             else torch.cat(values).reshape(labels_t.numel(), -1)
             for key, values in extras.items()
             if key not in lacking
@@ -181,6 +188,16 @@ def _write(data_path: Path, files: list[Path], build_dir: Path, fingerprint: str
     }
     with atomic_write(build_dir / _INDEX) as f:
         torch.save(index, f)
+
+
+def _extra(episode: TensorDictBase, key: str) -> torch.Tensor | None:
+    """An episode's per-frame ``key`` (see :attr:`FrameCache.extras`), or None without it."""
+    if key != DISTANCE_KEY:
+        return episode.get(key) if key in episode else None
+    observation = episode.get("observation")
+    if observation.shape[-1] != OBS_DIM:  # not PickCube's state layout
+        return None
+    return cube_goal_distance(observation.float())
 
 
 def _remove_dead_builds(cache_dir: Path) -> None:

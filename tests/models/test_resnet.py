@@ -286,29 +286,6 @@ def test_factored_head_scores_the_product_of_its_factors(tmp_path):
         ResNetRewardModel(image_size=32, proprio={"qvel": 9}).proprio_logit(qvel)
 
 
-def test_distance_head_reads_the_image_features_and_leaves_the_score_alone(tmp_path):
-    torch.manual_seed(0)
-    kwargs = {"image_size": 32, "proprio": {"qvel": 9}, "head": "factored"}
-    model = ResNetRewardModel(**kwargs, distance_head=True).eval()
-    images, qvel = _images(), torch.randn(4, 9)
-    placed, static, distance = model.factor_outputs(images, qvel)
-    assert distance.shape == (4,)
-    assert torch.equal(model.factor_outputs(images, qvel.flip(0))[2], distance)  # image only
-    torch.testing.assert_close(model.factor_logits(images, qvel), (placed, static))
-    # Scoring never reads it: the same weights without the head score the same.
-    plain = ResNetRewardModel(**kwargs).eval()
-    plain.load_state_dict(
-        {k: v for k, v in model.state_dict().items() if not k.startswith("distance_head.")}
-    )
-    torch.testing.assert_close(plain(images, qvel), model(images, qvel))
-    loaded = ResNetRewardModel.load(model.save(tmp_path / "m.pt"))
-    assert loaded.config()["distance_head"] is True
-    torch.testing.assert_close(loaded.factor_outputs(images, qvel)[2], distance)
-    assert plain.factor_outputs(images, qvel)[2] is None
-    with pytest.raises(ValueError, match="distance_head=True needs head='factored'"):
-        ResNetRewardModel(image_size=32, proprio={"qvel": 9}, distance_head=True)
-
-
 def test_checkpoints_without_a_head_key_load_as_joint(tmp_path):
     torch.manual_seed(0)
     model = ResNetRewardModel(image_size=32, proprio={"qvel": 9}).eval()

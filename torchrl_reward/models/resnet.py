@@ -38,9 +38,6 @@ CHECKPOINT_FORMAT = "torchrl_reward.ResNetRewardModel"
 CHECKPOINT_VERSION = 1
 _PROPRIO_FEATURES = 64
 HEADS = ("joint", "factored")
-# The distance head's linear layer works in decimetres: outputs of order one, which its
-# weights reach at the trunk's learning rate (centimetres would take ~10x the steps).
-_DISTANCE_UNIT_CM = 10.0
 
 
 def _check_images(images: torch.Tensor) -> None:
@@ -225,10 +222,6 @@ class ResNetRewardModel(nn.Module):
             or ``"factored"`` (needs ``proprio``): the image's logit (:attr:`head`, trained on
             the placed label) and the proprio inputs' logit (:attr:`proprio_head`, trained on
             the static label), combined by :func:`and_logit`. Defaults to ``"joint"``.
-        distance_head (bool, optional): a ``factored`` model's ``Linear(features, 1)`` on the
-            image features that training fits to the cube-to-goal distance (cm, a label only:
-            never an input), so the image half learns how far the cube is, not only whether it
-            is inside the 2.5 cm ball. Scoring never reads it. Defaults to ``False``.
 
     Head: ``Linear(num_views * features [+ 64], hidden_dim) - ReLU - Dropout -
     Linear(hidden_dim, 1)``, the proprio inputs entering through ``Linear(width, 64) - ReLU``
@@ -261,7 +254,6 @@ class ResNetRewardModel(nn.Module):
         proprio_std: Sequence[float] | None = None,
         head: str = "joint",
         stages: int = 4,
-        distance_head: bool = False,
     ) -> None:
         super().__init__()
         mean = IMAGENET_MEAN if mean is None else mean
@@ -291,8 +283,6 @@ class ResNetRewardModel(nn.Module):
                 "head='factored' scores the static half from proprio inputs; give proprio "
                 "(e.g. {'qvel': 9}) or use head='joint'."
             )
-        if distance_head and head != "factored":
-            raise ValueError("distance_head=True needs head='factored' (it joins the image half).")
         proprio_mean = [0.0] * width if proprio_mean is None else list(proprio_mean)
         proprio_std = [1.0] * width if proprio_std is None else list(proprio_std)
         if len(proprio_mean) != width or len(proprio_std) != width or min(proprio_std or [1]) <= 0:
@@ -340,7 +330,6 @@ class ResNetRewardModel(nn.Module):
             if head == "factored"
             else None
         )
-        self.distance_head = nn.Linear(features, 1) if distance_head else None
         self.head = nn.Sequential(
             nn.Linear(features, hidden_dim),
             nn.ReLU(inplace=True),
@@ -364,7 +353,6 @@ class ResNetRewardModel(nn.Module):
             "proprio_mean": self.proprio_mean.tolist(),
             "proprio_std": self.proprio_std.tolist(),
             "head": self.head_type,
-            "distance_head": self.distance_head is not None,
         }
 
     @property
@@ -484,24 +472,9 @@ class ResNetRewardModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A ``factored`` model's (image, proprio) logits ``[*B]`` of frames as :meth:`forward`
         takes them; training fits each to its own label."""
-        image_logit, proprio_logit, _ = self.factor_outputs(images, proprio)
-        return image_logit, proprio_logit
-
-    def factor_outputs(
-        self, images: torch.Tensor, proprio: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """:meth:`factor_logits` and, with a distance head, the predicted cube-to-goal
-        distance ``[*B]`` (cm) from the same image features (None without one)."""
-        if self.head_type != "factored":
-            raise ValueError("Only a head='factored' model has factor logits.")
         flat, flat_proprio, batch = self._flat_inputs(images, proprio)
-        features = self._image_features(self.preprocess(flat))
-        image_logit = self.head(features).squeeze(-1).reshape(batch)
-        proprio_logit = self.proprio_logit(flat_proprio, features.dtype).reshape(batch)
-        if self.distance_head is None:
-            return image_logit, proprio_logit, None
-        distance = _DISTANCE_UNIT_CM * self.distance_head(features).squeeze(-1)
-        return image_logit, proprio_logit, distance.reshape(batch)
+        image_logit, proprio_logit = self.backbone_factors(self.preprocess(flat), flat_proprio)
+        return image_logit.reshape(batch), proprio_logit.reshape(batch)
 
     @torch.no_grad()
     def predict_proba(

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 REFRESH_DIR = "reward_refresh"
 DONE_FILE = "refresh.json"
 # The model's architecture keys the fine-tune keeps (train_reward's model.* group).
-_MODEL_KEYS = ("arch", "stages", "image_size", "dropout", "hidden_dim", "head", "distance_head")
+_MODEL_KEYS = ("arch", "stages", "image_size", "dropout", "hidden_dim", "head")
 
 
 class RewardRefresh:

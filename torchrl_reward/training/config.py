@@ -28,8 +28,6 @@ class ModelConfig:
     hidden_dim: int = 256
     proprio: list[str] = field(default_factory=list)  # robot-state inputs: qpos, qvel
     head: str = "joint"  # joint | factored: P(placed | image) * P(static | proprio)
-    # factored: the image half also fits the cube-to-goal distance (cm; a label, never an input)
-    distance_head: bool = False
 
 
 @dataclass
@@ -70,9 +68,6 @@ class TrainConfig:
     # more training frames beside each micro-batch (no image: cheap; 0: the micro-batch only)
     static_lr: float = 3.0e-3
     static_batch_size: int = 256
-    # model.distance_head: weight of its smooth-L1 loss on the distance, clipped at distance_clip_cm
-    distance_weight: float = 0.1
-    distance_clip_cm: float = 10.0
     # a reward-model checkpoint whose weights start training (fine-tuning a model trained on
     # more episodes); it must fit model.*: None trains from scratch
     init_from: str | None = None
@@ -140,13 +135,6 @@ def _validate(cfg: DictConfig) -> None:
             "model.head=factored fits success = placed AND static, the static half from proprio "
             "inputs: it needs frame_label=success and model.proprio (e.g. [qvel]), got "
             f"frame_label={cfg.frame_label!r} and model.proprio={list(cfg.model.proprio)}."
-        )
-    if cfg.model.distance_head and cfg.model.head != "factored":
-        raise ValueError("model.distance_head=true needs model.head=factored.")
-    if cfg.distance_weight < 0 or cfg.distance_clip_cm <= 0:
-        raise ValueError(
-            f"distance_weight must be >= 0 and distance_clip_cm > 0, got {cfg.distance_weight} "
-            f"and {cfg.distance_clip_cm}."
         )
     if cfg.views is not None and (
         not len(cfg.views) or min(cfg.views) < 0 or len(set(cfg.views)) != len(cfg.views)

@@ -25,12 +25,7 @@ from tqdm import tqdm
 from torchrl_reward.hydra_configs import REPO_ROOT
 from torchrl_reward.models import ResNetRewardModel
 from torchrl_reward.models.resnet import and_logit, split_views, tile_views
-from torchrl_reward.training.cache import (
-    DISTANCE_KEY,
-    FLAG_KEYS,
-    FrameCache,
-    build_frame_cache,
-)
+from torchrl_reward.training.cache import FLAG_KEYS, FrameCache, build_frame_cache
 from torchrl_reward.training.config import TrainConfig, make_config
 from torchrl_reward.training.dataset import (
     MIN_EPISODES_PER_OUTCOME,
@@ -54,7 +49,6 @@ from torchrl_reward.utils import atomic_write, resolve_device, score_chunks
 BEST_NAME = "reward_model_best.pt"
 LAST_NAME = "reward_model_last.pt"
 _POSTFIX_EVERY = 10  # optimiser steps between progress-bar loss updates
-_STATIC, _DISTANCE = 2, 3  # a factored head's target columns: success, placed, static, distance
 VAL_KEYS = ("accuracy", "balanced_accuracy", "precision", "recall", "fpr", "f1", "roc_auc")
 
 
@@ -180,8 +174,7 @@ class _Split:
     cache: FrameCache
     labels: torch.Tensor  # of every cached frame
     # What the loss fits, per cached frame: the labels, or for a factored head
-    # [success, placed, static] (float [F, 3]) and, with a distance head, the clipped
-    # cube-to-goal distance in cm (float [F, 4]).
+    # [success, placed, static] (float [F, 3]).
     targets: torch.Tensor
     train_frames: torch.Tensor
     val_frames: torch.Tensor
@@ -204,11 +197,7 @@ def _split_data(cfg: DictConfig, cache: FrameCache) -> _Split:
     _check_data(cache, labels, train_labels, val_labels)
     targets = labels
     if cfg.model.head == "factored":
-        columns = [labels, *(cache.extra(key) for key in FLAG_KEYS)]
-        if cfg.model.distance_head:
-            centimetres = cache.extra(DISTANCE_KEY) * 100.0
-            columns.append(centimetres.clamp(max=cfg.distance_clip_cm))
-        targets = torch.stack([column.float() for column in columns], dim=-1)
+        targets = torch.stack([labels, *(cache.extra(key) for key in FLAG_KEYS)], dim=-1)
     data = {
         "episodes": len(cache.files),
         "frames": len(cache),
@@ -288,7 +277,7 @@ def _initial_model(init_from: str, model_kwargs: dict[str, Any]) -> ResNetReward
         path = REPO_ROOT / path
     model = ResNetRewardModel.load(path)
     have = model.config()
-    keys = ("arch", "stages", "image_size", "num_views", "proprio", "head", "distance_head")
+    keys = ("arch", "stages", "image_size", "num_views", "proprio", "head")
     wrong = {
         k: (have[k], model_kwargs.get(k, {})) for k in keys if have[k] != model_kwargs.get(k, {})
     }
@@ -313,7 +302,6 @@ class _Learner:
     accum: int
     use_amp: bool
     device: torch.device
-    distance_weight: float  # of a distance head's loss
 
 
 def _make_learner(cfg: DictConfig, model: ResNetRewardModel, device: torch.device) -> _Learner:
@@ -330,7 +318,7 @@ def _make_learner(cfg: DictConfig, model: ResNetRewardModel, device: torch.devic
     if cfg.augment.enabled:
         augment = FrameAugment(**{k: v for k, v in cfg.augment.items() if k != "enabled"})
     accum = cfg.global_batch_size // cfg.micro_batch_size
-    return _Learner(model, optimizer, scaler, augment, accum, use_amp, device, cfg.distance_weight)
+    return _Learner(model, optimizer, scaler, augment, accum, use_amp, device)
 
 
 def _param_groups(cfg: DictConfig, model: ResNetRewardModel) -> list[dict[str, Any]]:
@@ -503,7 +491,7 @@ def _static_fit(
         return None
     frames = split.train_frames
     proprio = split.inputs["proprio"][frames].to(device)
-    static = split.targets[frames, _STATIC].float().to(device)
+    static = split.targets[frames, -1].float().to(device)  # [success, placed, static]
     generator = torch.Generator().manual_seed(seed)
     return _StaticFit(proprio, static, cfg.static_batch_size, generator)
 
@@ -550,14 +538,11 @@ def _logits_and_loss(
     learner: _Learner, pixels: torch.Tensor, proprio: torch.Tensor | None, targets: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Success logits (float32) and the loss: BCE on the success label and, for a factored
-    head (``targets`` ``[B, 3]``), the same on each factor's own label (placed, static); with a
-    distance head (``[B, 4]``), ``learner.distance_weight`` times smooth L1 on the distance
-    (cm)."""
+    head (``targets`` ``[B, 3]``), the same on each factor's own label (placed, static)."""
     model = learner.model
     with _autocast(learner.device, learner.use_amp):
         if model.head_type == "factored":
-            *factors, distance = model.factor_outputs(pixels, proprio)
-            factors = [logit.float() for logit in factors]
+            factors = [logit.float() for logit in model.factor_logits(pixels, proprio)]
         else:
             logits = model(pixels, proprio).float()
     if model.head_type != "factored":
@@ -567,9 +552,6 @@ def _logits_and_loss(
         F.binary_cross_entropy_with_logits(logit, targets[:, i])
         for i, logit in enumerate([logits, *factors])
     )
-    if distance is not None:
-        fit = F.smooth_l1_loss(distance.float(), targets[:, _DISTANCE])
-        loss = loss + learner.distance_weight * fit
     return logits, loss
 
 

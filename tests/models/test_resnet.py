@@ -177,6 +177,10 @@ def test_load_errors(tmp_path):
     torch.save(checkpoint, other)
     with pytest.raises(ValueError, match="do not fit resnet34"):
         ResNetRewardModel.load(other)
+    checkpoint["config"]["future_setting"] = True  # written by a newer version
+    torch.save(checkpoint, other)
+    with pytest.raises(ValueError, match=r"does not know: \['future_setting'\]"):
+        ResNetRewardModel.load(other)
 
 
 def test_pretrained_weights_from_local_file(tmp_path):

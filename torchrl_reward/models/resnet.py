@@ -17,6 +17,7 @@ often than success itself.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -537,6 +538,12 @@ class ResNetRewardModel(nn.Module):
             raise ValueError(
                 f"{source} has checkpoint version {checkpoint['version']}, newer than this "
                 f"library's {CHECKPOINT_VERSION}; upgrade torchrl_reward."
+            )
+        unknown = sorted(set(checkpoint["config"]) - set(inspect.signature(cls).parameters))
+        if unknown:
+            raise ValueError(
+                f"{source} has model settings this library does not know: {unknown}; it was "
+                "written by another torchrl_reward version (upgrade, or retrain here)."
             )
         model = cls(**checkpoint["config"])
         try:

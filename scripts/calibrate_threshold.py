@@ -16,8 +16,7 @@ from omegaconf import DictConfig
 
 from torchrl_reward.inference.export import training_views
 from torchrl_reward.models import ResNetRewardModel
-from torchrl_reward.training import build_frame_cache
-from torchrl_reward.training.calibrate import calibrate_threshold
+from torchrl_reward.training import build_frame_cache, calibrate_threshold
 
 
 @hydra.main(config_path="../configs", config_name="calibrate_threshold", version_base="1.3")

@@ -9,8 +9,12 @@ import pytest
 import torch
 
 from torchrl_reward.models import ResNetRewardModel
-from torchrl_reward.training import binary_metrics, build_frame_cache, predict_frames
-from torchrl_reward.training.calibrate import calibrate_threshold
+from torchrl_reward.training import (
+    binary_metrics,
+    build_frame_cache,
+    calibrate_threshold,
+    predict_frames,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow  # the reward_dataset fixture records episodes with the simulator

@@ -1,6 +1,7 @@
 """Training of the learned success reward: frame cache, sampling, metrics, trainer."""
 
 from torchrl_reward.training.cache import FrameCache, build_frame_cache
+from torchrl_reward.training.calibrate import calibrate_threshold
 from torchrl_reward.training.config import TrainConfig, make_config
 from torchrl_reward.training.dataset import (
     MIN_EPISODES_PER_OUTCOME,
@@ -30,6 +31,7 @@ __all__ = [
     "balanced_indices",
     "binary_metrics",
     "build_frame_cache",
+    "calibrate_threshold",
     "episode_metrics",
     "frame_labels",
     "frames_of",
